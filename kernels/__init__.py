@@ -1,0 +1,1 @@
+"""Replica-batched layers for the engine hot path, each beside a plain reference."""

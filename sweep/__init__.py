@@ -1,0 +1,1 @@
+"""sweep: measure what label-flip poisoning does to a classifier."""
