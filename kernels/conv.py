@@ -1,0 +1,142 @@
+"""Replica-batched 3x3 'same' convolution, in several formulations.
+
+Every formulation computes, for each replica r, the ordinary convolution of
+``x[r]`` with ``w[r]`` plus ``b[r]``; they differ only in how XLA is asked to do
+it, which decides the speed on each backend (see ``kernels.select``):
+
+- ``vmap``: ``jax.vmap`` of ``lax.conv_general_dilated``. XLA sees one grouped
+  convolution (``feature_group_count=R``); cuDNN runs that well, XLA:CPU badly.
+- ``im2col``: the nine shifted copies of the padded input are laid side by side
+  as ``(R, B*H*W, 9*C)`` patches and multiplied by ``w`` as ``(R, 9*C, O)``: one
+  batched matmul forward and two backward, which XLA:CPU does at GEMM speed.
+- ``map``: ``lax.map`` over replicas of the plain convolution: R sequential
+  single-model convolutions (cost about R x one model, never better).
+- ``unroll``: the plain convolution written once per replica at trace time and
+  stacked; R independent convolutions that XLA may schedule side by side.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from kernels.select import check_impl, choose
+
+IMPLS: tuple[str, ...] = ("vmap", "im2col", "map", "unroll")
+
+# NHWC activations, HWIO kernels: the layout Flax uses and XLA:CPU prefers.
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_one(x: jax.Array, w: jax.Array, out_dtype) -> jax.Array:
+    """Plain 3x3 'same' convolution of one replica, (B,H,W,C) * (3,3,C,O)."""
+    return lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=(1, 1),
+        padding=((1, 1), (1, 1)),
+        dimension_numbers=_DIMS,
+        preferred_element_type=out_dtype,
+    )
+
+
+def _patches(x: jax.Array) -> jax.Array:
+    """3x3 neighbourhoods of each pixel, zero padded: (R,B,H,W,C) -> (R,B,H,W,9C).
+
+    The last axis is ordered (kh, kw, c), matching ``w.reshape(R, 9 * C, O)`` for
+    an HWIO kernel.
+    """
+    h, w = x.shape[2], x.shape[3]
+    xp = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
+    shifted = [xp[:, :, i : i + h, j : j + w, :] for i in range(3) for j in range(3)]
+    return jnp.concatenate(shifted, axis=-1)
+
+
+def _conv_im2col(x: jax.Array, w: jax.Array, out_dtype) -> jax.Array:
+    r, bsz, h, wd, c = x.shape
+    o = w.shape[-1]
+    cols = _patches(x).reshape(r, bsz * h * wd, 9 * c)  # (R, B*H*W, 9C)
+    y = lax.dot_general(
+        cols,
+        w.reshape(r, 9 * c, o),
+        dimension_numbers=(((2,), (1,)), ((0,), (0,))),
+        preferred_element_type=out_dtype,
+    )  # (R, B*H*W, O)
+    return y.reshape(r, bsz, h, wd, o)
+
+
+def conv3x3(
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array,
+    *,
+    impl: str = "auto",
+    compute_dtype=jnp.float32,
+) -> jax.Array:
+    """Replica-batched 3x3 'same' convolution plus bias.
+
+    Args:
+      x: (R, B, H, W, C) inputs.
+      w: (R, 3, 3, C, O) kernels, HWIO per replica.
+      b: (R, O) biases.
+      impl: one of ``IMPLS``, or "auto" for ``choose("conv", replicas=R)``,
+        resolved at trace time.
+      compute_dtype: dtype the products are taken in (e.g. ``jnp.bfloat16``);
+        ``x`` and ``w`` are cast to it, sums accumulate in float32.
+
+    Returns:
+      (R, B, H, W, O) float32 (or ``x``'s dtype if wider).
+    """
+    _check_shapes(x, w, b)
+    if impl == "auto":
+        impl = choose("conv", replicas=x.shape[0], channels=x.shape[-1])
+    check_impl("conv", impl, IMPLS)
+    out_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    xc, wc = x.astype(compute_dtype), w.astype(compute_dtype)
+    if impl == "vmap":
+        y = jax.vmap(lambda xi, wi: _conv_one(xi, wi, out_dtype))(xc, wc)
+    elif impl == "im2col":
+        y = _conv_im2col(xc, wc, out_dtype)
+    elif impl == "map":
+        y = lax.map(lambda xw: _conv_one(xw[0], xw[1], out_dtype), (xc, wc))
+    else:  # unroll
+        y = jnp.stack([_conv_one(xc[i], wc[i], out_dtype) for i in range(x.shape[0])])
+    return y + b[:, None, None, None, :].astype(out_dtype)
+
+
+def conv3x3_reference(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """Ground truth: a Python loop over replicas of the plain convolution.
+
+    Args:
+      x: (R, B, H, W, C); w: (R, 3, 3, C, O); b: (R, O).
+
+    Returns:
+      (R, B, H, W, O).
+    """
+    _check_shapes(x, w, b)
+    outs = []
+    for i in range(x.shape[0]):
+        y = lax.conv_general_dilated(
+            x[i],
+            w[i],
+            window_strides=(1, 1),
+            padding="SAME",
+            dimension_numbers=_DIMS,
+            precision=lax.Precision.HIGHEST,
+        )
+        outs.append(y + b[i][None, None, None, :])
+    return jnp.stack(outs)
+
+
+def _check_shapes(x: jax.Array, w: jax.Array, b: jax.Array) -> None:
+    if x.ndim != 5 or w.ndim != 5 or b.ndim != 2:
+        raise ValueError(
+            f"conv3x3 wants x (R,B,H,W,C), w (R,3,3,C,O), b (R,O); got "
+            f"{x.shape}, {w.shape}, {b.shape}"
+        )
+    r, c, o = x.shape[0], x.shape[-1], w.shape[-1]
+    if w.shape != (r, 3, 3, c, o) or b.shape != (r, o):
+        raise ValueError(
+            f"conv3x3 shapes disagree: x {x.shape}, w {w.shape}, b {b.shape}"
+        )

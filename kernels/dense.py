@@ -1,0 +1,77 @@
+"""Replica-batched dense layer.
+
+- ``einsum``: one batched matmul ``'rbi,rio->rbo'`` (a ``dot_general`` with the
+  replica axis as batch dimension), forward and backward.
+- ``vmap``: ``jax.vmap`` of the single-model ``x @ w``; XLA is handed the same
+  batched ``dot_general``, kept as a cross-check of that claim.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from kernels.select import check_impl, choose
+
+IMPLS: tuple[str, ...] = ("einsum", "vmap")
+
+
+def dense(
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array,
+    *,
+    impl: str = "auto",
+    compute_dtype=jnp.float32,
+) -> jax.Array:
+    """Replica-batched ``x @ w + b``.
+
+    Args:
+      x: (R, B, I) inputs.
+      w: (R, I, O) weights.
+      b: (R, O) biases.
+      impl: one of ``IMPLS``, or "auto" for ``choose("dense", replicas=R)``.
+      compute_dtype: dtype the products are taken in; ``x`` and ``w`` are cast
+        to it, sums accumulate in float32.
+
+    Returns:
+      (R, B, O) float32 (or ``x``'s dtype if wider).
+    """
+    _check_shapes(x, w, b)
+    impl = choose("dense", replicas=x.shape[0]) if impl == "auto" else impl
+    check_impl("dense", impl, IMPLS)
+    out_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    xc, wc = x.astype(compute_dtype), w.astype(compute_dtype)
+    if impl == "einsum":
+        y = jnp.einsum("rbi,rio->rbo", xc, wc, preferred_element_type=out_dtype)
+    else:
+        y = jax.vmap(
+            lambda xi, wi: lax.dot(xi, wi, preferred_element_type=out_dtype)
+        )(xc, wc)
+    return y + b[:, None, :].astype(out_dtype)
+
+
+def dense_reference(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """Ground truth: a Python loop over replicas of ``x[r] @ w[r] + b[r]``.
+
+    Args:
+      x: (R, B, I); w: (R, I, O); b: (R, O).
+
+    Returns:
+      (R, B, O).
+    """
+    _check_shapes(x, w, b)
+    hi = lax.Precision.HIGHEST
+    return jnp.stack(
+        [jnp.dot(x[i], w[i], precision=hi) + b[i][None, :] for i in range(x.shape[0])]
+    )
+
+
+def _check_shapes(x: jax.Array, w: jax.Array, b: jax.Array) -> None:
+    r, i = x.shape[0], x.shape[-1]
+    if x.ndim != 3 or w.ndim != 3 or w.shape[:2] != (r, i) or b.shape != (r, w.shape[2]):
+        raise ValueError(
+            f"dense wants x (R,B,I), w (R,I,O), b (R,O); got "
+            f"{x.shape}, {w.shape}, {b.shape}"
+        )

@@ -1,0 +1,202 @@
+"""Command line: parse, build one frozen config, call run(config).
+
+    python -m sweep --counts 1,5,10,50,100 --seeds 8     run a sweep
+    python -m sweep report RESULTS_DIR                  statistics + report
+    python -m sweep plan --effect 1.0                   how many seeds to pay for
+    python -m sweep verify RESULTS_DIR --data PATH      re-check provenance
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sweep.errors import SweepError
+
+COMMANDS = ("run", "report", "plan", "verify")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line, not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip() != "") or ("",)
+
+
+def run_parser() -> Parser:
+    p = Parser(
+        prog="python -m sweep",
+        description=(
+            "Train SimpleCNN replicas (poison count x seed) together and measure "
+            "how label-flip poisoning moves per-class test accuracy. Replicas of "
+            "one seed share init, data order and dropout (paired twins), so "
+            "poisoned-minus-clean deltas carry little seed noise. Other commands: "
+            "report RESULTS_DIR, plan --effect E, verify RESULTS_DIR (each has --help)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default=None, help=(
+        "'sample' (embedded 10k/2k CIFAR-10 sample), a parquet folder, a "
+        "cifar-10-batches-py folder, or ROOT/{train,test}/<class>/ image folder; "
+        "default $SWEEP_DATA, else download CIFAR-10"))
+    d.add_argument("--train-size", type=int, default=None,
+                   help="train on a class-balanced subset of this many images")
+    g = p.add_argument_group("poisoning")
+    g.add_argument("--counts", type=csv, default="1,5,10,50,100", help=(
+        "comma-separated flip counts, absolute (50) or percent of the source "
+        "class (5%%); the clean count 0 is always added"))
+    g.add_argument("--source", default="cat", help="class whose labels are flipped")
+    g.add_argument("--target", default="dog", help="label they are flipped to")
+    g.add_argument("--strategy", choices=("flip", "swap"), default="flip", help=(
+        "flip: N source -> target; swap: also N target -> source (balanced)"))
+    g.add_argument("--selection", choices=("random", "first"), default="random",
+                   help="random: a seeded draw; first: the first N in dataset order")
+    g.add_argument("--poison-seed", type=int, default=0,
+                   help="seed of the random selection")
+    g.add_argument("--poison-per-seed", action="store_true", help=(
+        "redraw the poisoned images for every training seed (default: one draw "
+        "shared by all seeds, so seeds measure training noise only)"))
+    t = p.add_argument_group("grid and training")
+    t.add_argument("--seeds", type=int, default=8, help="training seeds per count")
+    t.add_argument("--seed-start", type=int, default=0, help="first training seed")
+    t.add_argument("--unpaired", action="store_true", help=(
+        "give every replica its own init/order/dropout instead of sharing them "
+        "with its clean twin (for comparison)"))
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    t.add_argument("--dropout", type=float, default=0.5)
+    e = p.add_argument_group("engine")
+    e.add_argument("--replicas-per-step", type=int, default=None, help=(
+        "replicas trained in one compiled step (default: as many as fit in "
+        "device memory; smaller chunks are tried if memory runs out)"))
+    e.add_argument("--kernel", default="auto", help=(
+        "conv formulation: auto (chosen per backend), vmap, im2col, map, ..."))
+    e.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="compute dtype (parameters stay float32)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, help=(
+        "results folder (default results/<source>-<target>-<strategy>-s<seeds>-"
+        "<config hash>); rerunning the same command continues it"))
+    o.add_argument("--resume", action="store_true",
+                   help="continue the sweep in --out; refuse if there is none")
+    o.add_argument("--report", action="store_true",
+                   help="also write the report (figures, HTML) at the end")
+    o.add_argument("--threshold", type=float, default=None, help=(
+        "with --report: how many flips push source accuracy below this percent"))
+    o.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                   help="log to MLflow (default URI: ./mlruns); needs sweep[mlflow]")
+    o.add_argument("--quiet", action="store_true", help="no progress line")
+    return p
+
+
+def config_from(args: argparse.Namespace):
+    from sweep.config import Config
+
+    return Config(
+        data=args.data,
+        train_size=args.train_size,
+        counts=tuple(args.counts) if not isinstance(args.counts, str) else csv(args.counts),
+        source=args.source,
+        target=args.target,
+        strategy=args.strategy,
+        selection=args.selection,
+        poison_seed=args.poison_seed,
+        poison_per_seed=args.poison_per_seed,
+        seeds=args.seeds,
+        seed_start=args.seed_start,
+        paired=not args.unpaired,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        dropout=args.dropout,
+        replicas_per_step=args.replicas_per_step,
+        kernel=args.kernel,
+        compute_dtype=args.dtype,
+        out=args.out,
+        report=args.report,
+        threshold=args.threshold,
+        mlflow=args.mlflow,
+    )
+
+
+def cmd_run(argv: list[str]) -> int:
+    from sweep import run as run_lib
+    from sweep.progress import Progress
+
+    args = run_parser().parse_args(argv)
+    config = config_from(args)
+    out = run_lib.run(
+        config, resume=args.resume, progress=None if args.quiet else Progress()
+    )
+    print_summary(out)
+    return 0
+
+
+def print_summary(out) -> None:
+    """The cat and dog (source and target) deltas per count, and where files are."""
+    import json
+
+    import pandas as pd
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    summary = pd.read_parquet(out / "summary.parquet")
+    names = manifest["class_names"]
+    src, tgt = names[manifest["source_id"]], names[manifest["target_id"]]
+    level = int(round(100 * float(summary["level"].iloc[0]))) if "level" in summary else 95
+    n_seeds = int(summary["n_seeds"].max()) if len(summary) else 0
+    print(f"\naccuracy change vs clean twin, percentage points, mean over {n_seeds} "
+          f"seeds [{level}% CI]")
+    print(f"{'count':>7}  {src + ' delta':>24}  {tgt + ' delta':>24}")
+    for count, rows in summary.groupby("count"):
+        cells = []
+        for name in (src, tgt):
+            r = rows[rows["class_name"] == name].iloc[0]
+            cells.append(_cell(r))
+        print(f"{count:>7}  {cells[0]:>24}  {cells[1]:>24}")
+    if n_seeds < 2:
+        print("(intervals need at least 2 seeds; this sweep has 1)")
+    print(f"\nresults: {out}/ (metrics.parquet, summary.parquet, manifest.json)")
+
+
+def _cell(r) -> str:
+    import math
+
+    if math.isnan(r["ci_low"]):
+        return f"{r['delta_mean']:+.2f}"
+    return f"{r['delta_mean']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else "run"
+    if argv and argv[0] == command:
+        argv = argv[1:]
+    try:
+        if command == "run":
+            return cmd_run(argv)
+        from sweep import commands
+
+        return getattr(commands, f"cmd_{command}")(argv, Parser)
+    except SweepError as e:
+        print(f"sweep: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nsweep: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("sweep: error: out of host memory; try --train-size or "
+              "--replicas-per-step", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

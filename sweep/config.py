@@ -1,0 +1,152 @@
+"""The one frozen configuration a sweep runs from, and its presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from sweep.errors import SweepError
+
+STRATEGIES = ("flip", "swap")
+SELECTIONS = ("random", "first")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that decides a sweep's numbers (and a few things that do not).
+
+    Tuple fields keep it hashable, so it can be a static jit argument.
+    """
+
+    # Data.
+    data: str | None = None  # --data: path, "sample", or None for $SWEEP_DATA/download
+    train_size: int | None = None  # class-balanced training subset (images)
+    subset_seed: int = 0  # which balanced subset --train-size takes
+
+    # Poisoning.
+    counts: tuple[str, ...] = ("1", "5", "10", "50", "100")  # "N" or "P%" of source
+    source: str = "cat"  # class name or id
+    target: str = "dog"
+    strategy: str = "flip"  # flip: source->target; swap: N each way
+    selection: str = "random"  # random: seeded draw; first: dataset order
+    poison_seed: int = 0  # the random draw, shared by every training seed...
+    poison_per_seed: bool = False  # ...unless redrawn per training seed
+
+    # Grid and pairing.
+    seeds: int = 8  # training seeds: seed_start .. seed_start + seeds - 1
+    seed_start: int = 0
+    paired: bool = True  # twins of one seed share init, order and dropout
+
+    # Training recipe (the reference notebook's).
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3  # Adam
+    dropout: float = 0.5
+
+    # Engine.
+    replicas_per_step: int | None = None  # None: as many as fit the device
+    kernel: str = "auto"  # conv formulation, see kernels.select
+    compute_dtype: str = "float32"  # bfloat16: bf16 compute, float32 parameters
+    eval_batch_size: int = 1000  # test images per evaluation step
+
+    # Output (does not change the numbers).
+    out: str | None = None  # results folder; None: results/<name>-<fingerprint>
+    report: bool = False  # write the report when the sweep ends
+    threshold: float | None = None  # report: flips to push source below this %
+    mlflow: str | None = None  # tracking URI ("" = ./mlruns); None: no tracking
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def replace(self, **changes) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of the fields that decide the numbers (what resuming must match)."""
+        numbers = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        blob = json.dumps(numbers, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# Fields that change how a sweep runs but not what it computes.
+RUNTIME_FIELDS = (
+    "replicas_per_step", "eval_batch_size", "out", "report", "threshold", "mlflow"
+)
+
+
+def validate(c: Config) -> None:
+    """Refuse settings that cannot describe a sweep, with one line saying why."""
+    if c.seeds < 1:
+        raise SweepError(f"--seeds must be at least 1, got {c.seeds}")
+    if c.seed_start < 0:
+        raise SweepError(f"--seed-start must be >= 0, got {c.seed_start}")
+    if c.epochs < 1:
+        raise SweepError(f"--epochs must be at least 1, got {c.epochs}")
+    if c.batch_size < 1:
+        raise SweepError(f"--batch-size must be at least 1, got {c.batch_size}")
+    if not c.lr > 0:
+        raise SweepError(f"--lr must be positive, got {c.lr}")
+    if not 0 <= c.dropout < 1:
+        raise SweepError(f"--dropout must be in [0, 1), got {c.dropout}")
+    if c.train_size is not None and c.train_size < 1:
+        raise SweepError(f"--train-size must be positive, got {c.train_size}")
+    if c.replicas_per_step is not None and c.replicas_per_step < 1:
+        raise SweepError(
+            f"--replicas-per-step must be at least 1, got {c.replicas_per_step}"
+        )
+    if c.threshold is not None and not 0 <= c.threshold <= 100:
+        raise SweepError(f"--threshold is a percent in [0, 100], got {c.threshold}")
+    if c.eval_batch_size < 1:
+        raise SweepError(f"eval batch size must be positive, got {c.eval_batch_size}")
+    if c.strategy not in STRATEGIES:
+        raise SweepError(f"--strategy must be one of {', '.join(STRATEGIES)}")
+    if c.selection not in SELECTIONS:
+        raise SweepError(f"--selection must be one of {', '.join(SELECTIONS)}")
+    if c.compute_dtype not in COMPUTE_DTYPES:
+        raise SweepError(f"--dtype must be one of {', '.join(COMPUTE_DTYPES)}")
+    if str(c.source).strip().lower() == str(c.target).strip().lower():
+        raise SweepError(f"--source and --target are both {c.source!r}")
+    parse_counts(c.counts)
+
+
+def parse_counts(specs: tuple[str, ...]) -> tuple[tuple[float, bool], ...]:
+    """Parse count specs into (value, is_percent) pairs, refusing malformed ones."""
+    if not specs:
+        raise SweepError("--counts is empty; give e.g. --counts 1,5,10")
+    parsed = []
+    for raw in specs:
+        s = str(raw).strip()
+        percent = s.endswith("%")
+        body = s[:-1].strip() if percent else s
+        try:
+            value = float(body) if percent else int(body)
+        except ValueError:
+            kind = "a percentage" if percent else "a whole number or a percentage"
+            raise SweepError(f"count {s!r} is not {kind} (e.g. 50 or 5%)") from None
+        if value < 0:
+            raise SweepError(f"count {s!r} is negative")
+        if percent and value > 100:
+            raise SweepError(f"count {s!r} is over 100%")
+        parsed.append((value, percent))
+    if len(set(parsed)) != len(parsed):
+        dupes = sorted({s for s in specs if list(specs).count(s) > 1})
+        raise SweepError(f"--counts has duplicates: {', '.join(dupes)}")
+    return tuple(parsed)
+
+
+def default() -> Config:
+    """The reference recipe: counts 1,5,10,50,100 x 8 seeds, 5 epochs, cat -> dog."""
+    return Config()
+
+
+def tiny() -> Config:
+    """A few-second sweep on the embedded sample, for smoke tests."""
+    return default().replace(
+        data="sample", train_size=500, counts=("5", "50"), seeds=2, epochs=1
+    )

@@ -1,0 +1,233 @@
+"""The results folder: tidy parquet tables and the manifest, written atomically.
+
+Layout of RESULTS_DIR:
+  manifest.json          configuration, versions, device, data hash, timings
+  chunks/<id>.*.parquet  one file pair per finished chunk of replicas
+  metrics.parquet        replica x epoch x class, joined from the chunks
+  confusion.parquet      replica x epoch x true x predicted test counts
+  poisoned.parquet       count (x seed) -> flipped training indices
+  summary.parquet        count x class deltas with intervals (sweep.stats)
+
+A chunk counts as done once its metrics file exists; the confusion file is
+written first, so a chunk is never half-done on disk. That is also how a resumed
+sweep learns what is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sweep.errors import SweepError
+
+MANIFEST = "manifest.json"
+CHUNKS = "chunks"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Atomic parquet write: readers see the old file or the whole new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(obj: dict, path: Path) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_manifest(out: Path) -> dict:
+    path = Path(out) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SweepError(f"{out} has no {MANIFEST}: not a sweep results folder") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SweepError(f"{path} is not valid JSON ({e})") from None
+
+
+def prepare_dir(out: Path) -> None:
+    """Create the results folder, refusing a path that is a file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"output path {out} exists and is not a folder")
+    try:
+        (out / CHUNKS).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"cannot create output folder {out}: {e.strerror}") from None
+
+
+def chunk_id(replicas: Sequence[int]) -> str:
+    return f"r{min(replicas):05d}-{max(replicas):05d}"
+
+
+def write_chunk(out: Path, replicas: Sequence[int], metrics: pd.DataFrame,
+                confusion: pd.DataFrame) -> None:
+    """Record one finished chunk (confusion first: metrics marks it done)."""
+    cid = chunk_id(replicas)
+    write_parquet(confusion, Path(out) / CHUNKS / f"{cid}.confusion.parquet")
+    write_parquet(metrics, Path(out) / CHUNKS / f"{cid}.metrics.parquet")
+
+
+def done_replicas(out: Path) -> set[int]:
+    """Replicas whose chunk finished, read back from the chunk files."""
+    done: set[int] = set()
+    for path in sorted((Path(out) / CHUNKS).glob("*.metrics.parquet")):
+        try:
+            ids = pd.read_parquet(path, columns=["replica"])["replica"].unique()
+        except Exception:  # an unreadable chunk is simply redone
+            path.unlink(missing_ok=True)
+            continue
+        done.update(int(i) for i in ids)
+    return done
+
+
+def read_chunks(out: Path, kind: str) -> pd.DataFrame:
+    """All finished chunks of one kind ("metrics" or "confusion"), in replica order."""
+    chunks = Path(out) / CHUNKS
+    frames = []
+    for path in sorted(chunks.glob("*.metrics.parquet")):
+        frames.append(pd.read_parquet(path.with_name(path.name.replace("metrics", kind))))
+    if not frames:
+        raise SweepError(f"{out} has no finished chunks")
+    df = pd.concat(frames, ignore_index=True)
+    keys = ["replica", "epoch"] + (["class_id"] if kind == "metrics" else ["true_id", "pred_id"])
+    # A chunk redone after an interrupted rename can repeat rows; keep one.
+    return df.drop_duplicates(subset=keys, keep="last").sort_values(keys, ignore_index=True)
+
+
+def chunk_frames(
+    *,
+    replicas: Sequence[int],
+    counts: Sequence[int],
+    seeds: Sequence[int],
+    paired: bool,
+    class_names: Sequence[str],
+    history: Sequence,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tidy metrics and confusion tables for one chunk's epochs.
+
+    Args:
+      replicas, counts, seeds: per replica of the chunk (R,).
+      history: one `engine.EpochMetrics` per epoch, arrays over the same R.
+    """
+    r = len(replicas)
+    k = len(class_names)
+    metric_frames, confusion_frames = [], []
+    for epoch, m in enumerate(history, start=1):
+        conf = np.asarray(m.confusion)[:r]  # (R, K, K)
+        n = conf.sum(-1)  # (R, K) test images per true class
+        correct = np.einsum("rkk->rk", conf)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = np.where(n > 0, 100.0 * correct / np.maximum(n, 1), np.nan)
+        per_replica = {
+            "replica": np.repeat(replicas, k),
+            "count": np.repeat(counts, k),
+            "seed": np.repeat(seeds, k),
+            "paired": np.full(r * k, paired),
+            "epoch": np.full(r * k, epoch),
+            "class_id": np.tile(np.arange(k), r),
+            "class_name": np.tile(np.asarray(class_names, dtype=object), r),
+            "correct": correct.reshape(-1),
+            "n": n.reshape(-1),
+            "accuracy": acc.reshape(-1),
+            "train_loss": np.repeat(np.asarray(m.train_loss)[:r], k),
+            "train_accuracy": np.repeat(np.asarray(m.train_accuracy)[:r], k),
+            "test_loss": np.repeat(np.asarray(m.test_loss)[:r], k),
+            "test_accuracy": np.repeat(
+                100.0 * correct.sum(-1) / np.maximum(n.sum(-1), 1), k
+            ),
+        }
+        metric_frames.append(pd.DataFrame(per_replica))
+        t, p = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+        confusion_frames.append(
+            pd.DataFrame(
+                {
+                    "replica": np.repeat(replicas, k * k),
+                    "count": np.repeat(counts, k * k),
+                    "seed": np.repeat(seeds, k * k),
+                    "epoch": np.full(r * k * k, epoch),
+                    "true_id": np.tile(t.reshape(-1), r),
+                    "pred_id": np.tile(p.reshape(-1), r),
+                    "n": conf.reshape(-1),
+                }
+            )
+        )
+    metrics = pd.concat(metric_frames, ignore_index=True)
+    # A replica whose loss ever went non-finite diverged; its rows are kept but
+    # flagged so statistics can leave it out.
+    bad = metrics.groupby("replica")["train_loss"].transform(
+        lambda s: not np.isfinite(s.to_numpy()).all()
+    )
+    metrics["diverged"] = bad.astype(bool)
+    metrics = metrics.astype(
+        {"replica": "int32", "count": "int32", "seed": "int32", "epoch": "int16",
+         "class_id": "int16", "correct": "int32", "n": "int32"}
+    )
+    confusion = pd.concat(confusion_frames, ignore_index=True).astype(
+        {"replica": "int32", "count": "int32", "seed": "int32", "epoch": "int16",
+         "true_id": "int16", "pred_id": "int16", "n": "int32"}
+    )
+    return metrics, confusion
+
+
+def poisoned_frame(
+    flipped: dict[tuple[int, int], np.ndarray], old_labels: np.ndarray,
+    new_labels: dict[tuple[int, int], np.ndarray],
+) -> pd.DataFrame:
+    """count (x seed) -> flipped indices; seed -1 means shared by every seed."""
+    rows = []
+    for (count, seed), idx in sorted(flipped.items()):
+        rows.append(
+            pd.DataFrame(
+                {
+                    "count": np.full(len(idx), count, np.int32),
+                    "seed": np.full(len(idx), seed, np.int32),
+                    "index": idx.astype(np.int64),
+                    "old_label": old_labels[idx].astype(np.int16),
+                    "new_label": new_labels[(count, seed)][idx].astype(np.int16),
+                }
+            )
+        )
+    cols = ["count", "seed", "index", "old_label", "new_label"]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols)
