@@ -5,27 +5,29 @@
 
 One step is forward + backward + Adam on parameters with a leading replica axis
 R; the loss is the sum over replicas of each replica's mean cross-entropy, so
-each replica's gradient is its own. Every formulation of one R is compiled
-first (compile time kept apart), then the formulations take turns, one step
+each replica gets its own gradient. For each R every formulation is compiled
+first (compile time reported apart), then the formulations take turns, one step
 each, for ``--repeats`` rounds, so that load from other processes falls on all
-of them alike. Reported per (formulation, R): median step time with its spread,
-replica-images/s, and ``ratio`` = step time / (R x one plain single-model
-step), the cost of batching replicas relative to training them one by one (the
-target on a 2-core CPU is <= 1.1).
+of them alike; a plain single-model step is timed in blocks before and after.
+Per (formulation, R) it reports the median step time with its spread,
+replica-images/s, and ``ratio`` = step time / (R x the single-model step), the
+cost of a batched replica relative to training models one by one (target on a
+2-core CPU: <= 1.1). The header of the JSON written beside sums up the result.
 
-Runs unchanged on GPU or TPU; its numbers there are what should fill that row
-of ``kernels.select.TABLE``. XLA:CPU sizes its thread pool to the visible cores
-(recorded in the header); restrict them with ``taskset`` to measure fewer.
+Runs unchanged on GPU and TPU; its numbers there are what should fill that row of
+``kernels.select.TABLE``. XLA:CPU sizes its thread pool to the visible cores
+(recorded in the header); pin fewer with ``taskset`` to measure fewer.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
-import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,26 +40,24 @@ import optax
 from jax import lax
 
 from kernels import conv, dense, pool
+from kernels.select import choose
 
 IMAGE = (32, 32, 3)
 CLASSES = 10
-# (kh, kw, in, out) of the three convolutions, then the two dense layers.
-CONVS = ((3, 32), (32, 64), (64, 128))
-DENSES = ((2048, 512), (512, CLASSES))
+CONVS = ((3, 32), (32, 64), (64, 128))  # (in, out) channels
+DENSES = ((2048, 512), (512, CLASSES))  # (in, out) features
+DROPOUT = 0.5
 
 
 def init_params(key: jax.Array, replicas: int) -> dict:
-    """SimpleCNN parameters with a leading replica axis, LeCun-normal weights."""
+    """SimpleCNN parameters with a leading replica axis; LeCun-normal weights."""
     keys = jax.random.split(key, len(CONVS) + len(DENSES))
+    shapes = [(3, 3, cin, cout) for cin, cout in CONVS] + list(DENSES)
     params = {}
-    for i, (cin, cout) in enumerate(CONVS):
-        shape = (replicas, 3, 3, cin, cout)
-        w = jax.random.normal(keys[i], shape) / np.sqrt(9 * cin)
-        params[f"conv{i}"] = (w, jnp.zeros((replicas, cout)))
-    for j, (din, dout) in enumerate(DENSES):
-        shape = (replicas, din, dout)
-        w = jax.random.normal(keys[len(CONVS) + j], shape) / np.sqrt(din)
-        params[f"dense{j}"] = (w, jnp.zeros((replicas, dout)))
+    for i, (k, shape) in enumerate(zip(keys, shapes)):
+        fan_in = int(np.prod(shape[:-1]))
+        w = jax.random.normal(k, (replicas, *shape)) / np.sqrt(fan_in)
+        params[f"layer{i}"] = (w, jnp.zeros((replicas, shape[-1])))
     return params
 
 
@@ -65,37 +65,39 @@ def forward(params, x, dropout_key, *, impls: tuple[str, str, str], dtype):
     """Replica-batched SimpleCNN logits: x (R, B, 32, 32, 3) -> (R, B, 10)."""
     conv_impl, pool_impl, dense_impl = impls
     for i in range(len(CONVS)):
-        w, b = params[f"conv{i}"]
+        w, b = params[f"layer{i}"]
         x = conv.conv3x3(x, w, b, impl=conv_impl, compute_dtype=dtype)
         x = pool.maxpool2(jax.nn.relu(x), impl=pool_impl)
     x = x.reshape(*x.shape[:2], -1)  # (R, B, 2048)
-    w, b = params["dense0"]
+    w, b = params["layer3"]
     x = jax.nn.relu(dense.dense(x, w, b, impl=dense_impl, compute_dtype=dtype))
-    keep = jax.random.bernoulli(dropout_key, 0.5, x.shape)
-    x = jnp.where(keep, x / 0.5, 0.0)
-    w, b = params["dense1"]
+    x = _dropout(x, dropout_key)
+    w, b = params["layer4"]
     return dense.dense(x, w, b, impl=dense_impl, compute_dtype=dtype)
 
 
 def forward_single(params, x, dropout_key):
-    """One plain model (no replica axis): the baseline replicas are held to."""
+    """One plain model, no replica axis: x (B, 32, 32, 3) -> (B, 10)."""
     for i in range(len(CONVS)):
-        w, b = params[f"conv{i}"]
+        w, b = params[f"layer{i}"]
         x = lax.conv_general_dilated(
-            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
         x = pool.maxpool2(jax.nn.relu(x + b), impl="reshape")
     x = x.reshape(x.shape[0], -1)
-    w, b = params["dense0"]
-    x = jax.nn.relu(x @ w + b)
-    keep = jax.random.bernoulli(dropout_key, 0.5, x.shape)
-    x = jnp.where(keep, x / 0.5, 0.0)
-    w, b = params["dense1"]
+    w, b = params["layer3"]
+    x = _dropout(jax.nn.relu(x @ w + b), dropout_key)
+    w, b = params["layer4"]
     return x @ w + b
 
 
+def _dropout(x: jax.Array, key: jax.Array) -> jax.Array:
+    keep = jax.random.bernoulli(key, 1.0 - DROPOUT, x.shape)
+    return jnp.where(keep, x / (1.0 - DROPOUT), 0.0)
+
+
 def make_step(logits_fn: Callable, tx: optax.GradientTransformation) -> Callable:
-    """A jitted train step for ``logits_fn(params, x, key) -> (..., B, 10)``."""
+    """Jitted train step for ``logits_fn(params, x, key) -> (..., B, 10)``."""
 
     def loss_fn(params, x, y, key):
         logits = logits_fn(params, x, key)
@@ -111,18 +113,18 @@ def make_step(logits_fn: Callable, tx: optax.GradientTransformation) -> Callable
 
 
 def flax_step(tx: optax.GradientTransformation, batch: int):
-    """The plain ``flax.linen`` SimpleCNN step and its initial state, for context."""
+    """A plain ``flax.linen`` SimpleCNN step and its parameters, for context."""
     import flax.linen as nn
 
     class SimpleCNN(nn.Module):
         @nn.compact
         def __call__(self, x, train: bool = True):
-            for feat in (32, 64, 128):
-                x = nn.Conv(feat, (3, 3), padding=1)(x)
+            for _, cout in CONVS:
+                x = nn.Conv(cout, (3, 3), padding=1)(x)
                 x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
             x = x.reshape(x.shape[0], -1)
-            x = nn.relu(nn.Dense(512)(x))
-            x = nn.Dropout(0.5, deterministic=not train)(x)
+            x = nn.relu(nn.Dense(DENSES[0][1])(x))
+            x = nn.Dropout(DROPOUT, deterministic=not train)(x)
             return nn.Dense(CLASSES)(x)
 
     model = SimpleCNN()
@@ -135,56 +137,123 @@ def flax_step(tx: optax.GradientTransformation, batch: int):
     return make_step(logits_fn, tx), params
 
 
+# The PyTorch notebook's loop (model, Adam, cross-entropy, one batch reused so
+# that only the step is timed), run by another interpreter: torch is not a
+# dependency of this project.
+TORCH_LOOP = """
+import json, statistics, sys, time
+import torch
+from torch import nn
+
+batch, repeats = int(sys.argv[1]), int(sys.argv[2])
+torch.manual_seed(0)
+net = nn.Sequential(
+    nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(2048, 512), nn.ReLU(), nn.Dropout(0.5),
+    nn.Linear(512, 10),
+)
+net.train()
+opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+criterion = nn.CrossEntropyLoss()
+x = torch.rand(batch, 3, 32, 32) * 2 - 1
+y = torch.randint(0, 10, (batch,))
+
+def step():
+    opt.zero_grad()
+    loss = criterion(net(x), y)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+for _ in range(3):
+    step()
+times = []
+for _ in range(repeats):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+print(json.dumps({
+    "torch": torch.__version__, "threads": torch.get_num_threads(),
+    "step_s_median": statistics.median(times), "step_s_min": min(times),
+    "images_per_s": batch / statistics.median(times), "repeats": repeats,
+}))
+"""
+
+
+def time_torch(python: str, batch: int, repeats: int) -> dict:
+    """The PyTorch loop's step time, run by ``python`` (which must have torch)."""
+    done = subprocess.run(
+        [python, "-c", TORCH_LOOP, str(batch), str(repeats)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 class Case:
     """One thing to time: a compiled step and the state it threads through."""
 
-    def __init__(self, name, replicas, step, params, tx, x, y):
-        self.name, self.replicas = name, replicas
+    def __init__(self, name: str, replicas: int, step, params, tx, x, y):
+        self.name, self.replicas, self.x, self.y = name, replicas, x, y
         self.params, self.opt_state = params, tx.init(params)
-        self.x, self.y = x, y
         start = time.perf_counter()
-        args = (self.params, self.opt_state, x, y, jax.random.key(0))
-        self.step = step.lower(*args).compile()
+        key = jax.random.key(0)
+        self.step = step.lower(self.params, self.opt_state, x, y, key).compile()
         self.compile_s = time.perf_counter() - start
         self.times: list[float] = []  # wall seconds per timed step
-        self.cpu_times: list[float] = []  # this process's CPU seconds, all threads
-        self.calls = 0
-        self.impls: tuple[str, str, str] | None = None
+        self.impls: tuple[str, str, str] | None = None  # (conv, pool, dense)
         self.dropped = False
 
     def run(self) -> float:
-        key = jax.random.fold_in(jax.random.key(1), self.calls)
-        self.calls += 1
-        start, cpu_start = time.perf_counter(), time.process_time()
+        key = jax.random.fold_in(jax.random.key(1), len(self.times))
+        start = time.perf_counter()
+        # Everything the step needs is already on the device: a host round trip
+        # inside the timed region would be a bug, so make it one.
         with jax.transfer_guard("disallow"):
             self.params, self.opt_state, loss = self.step(
                 self.params, self.opt_state, self.x, self.y, key
             )
             loss.block_until_ready()
-        self.cpu_times.append(time.process_time() - cpu_start)
         return time.perf_counter() - start
 
 
-def time_cases(cases: list[Case], repeats: int, warmup: int, slow_s: float) -> None:
-    """Round-robin timing, so background load is shared fairly among cases.
+def time_cases(cases: list[Case], *, repeats: int, warmup: int, slow: float) -> None:
+    """Time ``cases[1:]`` round-robin, between two blocks of ``cases[0]``.
 
-    A case whose warm-up step takes over ``slow_s`` is timed once and dropped
-    (and not tried at larger R): it has lost, and would eat the run's time.
+    Taking turns, in a rotating order, shares background load fairly among the
+    cases. The baseline ``cases[0]`` (the single model) is timed in a block
+    before and after instead: its short step, run right after a large case,
+    would also pay for the memory that case just released. A case whose first
+    step takes more than ``slow`` x R baseline steps is timed once and dropped:
+    it has lost, and would eat the run's time.
     """
+    single, rest = cases[0], cases[1:]
     for case in cases:
-        case.dropped = False
         for _ in range(warmup):
-            if case.run() > slow_s:
-                case.dropped = True
-        if case.dropped:
-            case.times.append(case.run())
+            case.run()
     for _ in range(repeats):
-        for case in cases:
-            if not case.dropped:
-                case.times.append(case.run())
+        single.times.append(single.run())
+    base = min(single.times)
+    for case in rest:
+        t = case.run()
+        case.dropped = t > slow * case.replicas * base
+        if case.dropped:
+            case.times.append(t)
+    live = [case for case in rest if not case.dropped]
+    for k in range(repeats if live else 0):
+        # Rotate the order: a case run right after a memory-hungry one is slowed
+        # by the pages that one released, so no case should always follow it.
+        for case in live[k % len(live) :] + live[: k % len(live)]:
+            case.times.append(case.run())
+    single.run()
+    for _ in range(repeats):
+        single.times.append(single.run())
 
 
-def summary(case: Case, batch: int, single_s: float, single_min_s: float) -> dict:
+def summary(case: Case, batch: int, single: np.ndarray) -> dict:
     t = np.asarray(case.times)
     med = float(np.median(t))
     q1, q3 = np.percentile(t, [25, 75])
@@ -197,39 +266,63 @@ def summary(case: Case, batch: int, single_s: float, single_min_s: float) -> dic
         "step_s_min": float(t.min()),
         "step_s_max": float(t.max()),
         "repeats": len(t),
+        "dropped_as_slow": case.dropped,
         "replica_images_per_s": case.replicas * batch / med,
-        "ratio_to_single": med / (case.replicas * single_s),
-        "ratio_min_to_single_min": float(t.min()) / (case.replicas * single_min_s),
-        "cpu_s_median": float(np.median(case.cpu_times[-len(t) :])),
+        "ratio": med / (case.replicas * float(np.median(single))),
+        "ratio_of_minima": float(t.min()) / (case.replicas * float(single.min())),
     }
 
 
+def best(rows: list[dict], r: int) -> dict:
+    """The fastest formulation timed in R's round, for the header."""
+    mine = [row for row in rows if row["round_replicas"] == r and row["impls"]]
+    top = min(mine, key=lambda row: row["step_s_median"])
+    keys = ("name", "step_s_median", "replica_images_per_s", "ratio")
+    return {k: top[k] for k in keys}
+
+
 def variants(args) -> list[tuple[str, str, str]]:
-    """(conv, pool, dense) formulations to compare, each axis varied alone."""
-    out = [(c, "auto", "auto") for c in args.convs.split(",")]
+    """(conv, pool, dense) formulations to compare, each varied alone."""
+    out = [(c, "auto", "auto") for c in args.convs.split(",") if c]
     out += [("auto", p, "auto") for p in args.pools.split(",") if p]
     out += [("auto", "auto", d) for d in args.denses.split(",") if d]
-    seen, unique = set(), []
-    for v in out:
-        resolved_key = v  # names resolve per R later; keep the requested triple
-        if resolved_key not in seen:
-            seen.add(resolved_key)
-            unique.append(v)
-    return unique
+    return list(dict.fromkeys(out))  # unique, in order
+
+
+def report(row: dict) -> None:
+    lo, hi = row["step_s_iqr"]
+    print(
+        f"[round R={row['round_replicas']:<3d}] R={row['replicas']:<3d} "
+        f"{row['name']:<34s} "
+        f"step {row['step_s_median'] * 1e3:8.1f} ms "
+        f"(IQR {lo * 1e3:.1f}-{hi * 1e3:.1f}, n={row['repeats']}) "
+        f"{row['replica_images_per_s']:7.0f} img/s "
+        f"ratio {row['ratio']:5.2f} (of minima {row['ratio_of_minima']:.2f}) "
+        f"compile {row['compile_s']:.1f} s"
+        + (" DROPPED" if row["dropped_as_slow"] else ""),
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--replicas", default="1,4,8,16", help="comma-separated R values")
-    p.add_argument("--convs", default=",".join(conv.IMPLS), help="conv impls")
-    p.add_argument("--pools", default="", help="pool impls to vary (conv auto)")
-    p.add_argument("--denses", default="", help="dense impls to vary (conv auto)")
+    p.add_argument("--convs", default=",".join(conv.IMPLS + ("auto",)))
+    p.add_argument("--pools", default="", help="pool impls to compare (conv auto)")
+    p.add_argument("--denses", default="", help="dense impls to compare (conv auto)")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"))
-    p.add_argument("--no-context", action="store_true", help="skip the Flax step")
-    p.add_argument("--slow-s", type=float, default=8.0, help="drop slower cases")
+    p.add_argument("--slow", type=float, default=3.0, help="drop cases over this ratio")
+    p.add_argument(
+        "--compute-dtype", default="float32", choices=("float32", "bfloat16")
+    )
+    p.add_argument("--no-flax", action="store_true", help="skip the Flax context step")
+    p.add_argument(
+        "--torch-python",
+        default="",
+        help="an interpreter with torch: also time the PyTorch loop, for context",
+    )
     p.add_argument("--out", default="bench/kernels.json")
     args = p.parse_args(argv)
 
@@ -237,98 +330,98 @@ def main(argv: list[str] | None = None) -> None:
     replicas = [int(r) for r in args.replicas.split(",")]
     tx = optax.adam(1e-3)
     rng = np.random.default_rng(0)
-    device = jax.devices()[0]
     header = {
         "what": "SimpleCNN train step (fwd+bwd+Adam), replica-batched kernels",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat("T", "seconds"),
         "backend": jax.default_backend(),
-        "device": device.device_kind,
+        "device": jax.devices()[0].device_kind,
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
-        "host": platform.processor() or platform.machine(),
+        "load_average": os.getloadavg(),
+        "machine": platform.machine(),
         "python": sys.version.split()[0],
-        "versions": {"jax": jax.__version__, "optax": optax.__version__},
+        "versions": {
+            name: importlib.metadata.version(name)
+            for name in ("jax", "jaxlib", "flax", "optax", "numpy")
+        },
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "batch": args.batch,
         "compute_dtype": args.compute_dtype,
-        "repeats": args.repeats,
-        "auto": {op: conv_choice(op, replicas) for op in ("conv", "pool", "dense")},
+        # What "auto" resolves to per R: conv per layer, then pool and dense.
+        "auto": {
+            r: {
+                "conv": [choose("conv", replicas=r, channels=c) for c, _ in CONVS],
+                "pool": choose("pool", replicas=r),
+                "dense": choose("dense", replicas=r),
+            }
+            for r in replicas
+        },
     }
     print(json.dumps(header))
 
-    def data(r: int | None):
-        lead = (args.batch,) if r is None else (r, args.batch)
+    def data(lead: tuple[int, ...]):
         x = rng.uniform(-1, 1, (*lead, *IMAGE)).astype(np.float32)
         y = rng.integers(0, CLASSES, lead).astype(np.int32)
         return jax.device_put(x), jax.device_put(y)
 
-    # Baselines: one plain model (re-timed beside every R, so that it sees the
-    # same background load as the cases it is compared with), and Flax's.
-    x1, y1 = data(None)
-    single_params = jax.tree.map(lambda a: a[0], init_params(jax.random.key(0), 1))
-    single = Case("single", 1, make_step(forward_single, tx), single_params, tx, x1, y1)
+    # The baseline: one plain model, re-timed beside every R so that it sees the
+    # same background load as the cases it is compared with.
+    x1, y1 = data((args.batch,))
+    params1 = jax.tree.map(lambda a: a[0], init_params(jax.random.key(0), 1))
+    single = Case("single", 1, make_step(forward_single, tx), params1, tx, x1, y1)
     context = []
-    if not args.no_context:
+    if not args.no_flax:
         fstep, fparams = flax_step(tx, args.batch)
         context.append(Case("flax", 1, fstep, fparams, tx, x1, y1))
-    rows = []
-    dropped: set[tuple[str, str, str]] = set()
+
+    rows, dropped = [], set()
     for r in replicas:
-        x, y = data(r)
+        x, y = data((r, args.batch))
         cases = [single] + (context if r == replicas[0] else [])
         for impls in variants(args):
             if impls in dropped:
-                continue
-            name = "conv={} pool={} dense={}".format(*impls)
-            step = make_step(
-                lambda prm, xx, k, impls=impls: forward(
-                    prm, xx, k, impls=impls, dtype=dtype
-                ),
-                tx,
-            )
+                continue  # lost at a smaller R already
+
+            def logits_fn(prm, xx, key, impls=impls):
+                return forward(prm, xx, key, impls=impls, dtype=dtype)
+
             params = init_params(jax.random.key(0), r)
-            case = Case(name, r, step, params, tx, x, y)
+            name = "conv={} pool={} dense={}".format(*impls)
+            case = Case(name, r, make_step(logits_fn, tx), params, tx, x, y)
             case.impls = impls
             cases.append(case)
-        single.times, single.cpu_times = [], []
-        time_cases(cases, args.repeats, args.warmup, args.slow_s)
-        single_s = float(np.median(single.times))
-        single_min_s = float(np.min(single.times))
+        single.times = []
+        time_cases(cases, repeats=args.repeats, warmup=args.warmup, slow=args.slow)
         for case in cases:
-            row = summary(case, args.batch, single_s, single_min_s)
-            row["with_replicas"] = r
+            row = summary(case, args.batch, np.asarray(single.times))
+            row["round_replicas"] = r  # the R whose round this was timed in
+            row["impls"] = case.impls  # (conv, pool, dense); None for baselines
             rows.append(row)
             report(row)
             if case.dropped:
                 dropped.add(case.impls)
-        del cases
 
+    context_rows = {}
+    if args.torch_python:
+        context_rows["pytorch"] = time_torch(
+            args.torch_python, args.batch, 2 * args.repeats
+        )
+        torch_s = context_rows["pytorch"]["step_s_median"]
+        print(
+            f"pytorch {context_rows['pytorch']['torch']}: step {torch_s * 1e3:.1f} ms "
+            f"{args.batch / torch_s:.0f} img/s",
+            flush=True,
+        )
+
+    header["result"] = {r: best(rows, r) for r in replicas}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"header": header, "rows": rows}, indent=1) + "\n")
+    out.write_text(
+        json.dumps({"header": header, "rows": rows, "context": context_rows}, indent=1)
+        + "\n"
+    )
     print(f"wrote {out}")
 
 
-def conv_choice(op: str, replicas: list[int]) -> dict:
-    from kernels.select import choose
-
-    return {str(r): choose(op, replicas=r) for r in replicas}
-
-
-def report(row: dict) -> None:
-    ratio = row["ratio_to_single"]
-    lo, hi = row["step_s_iqr"]
-    print(
-        f"R={row['replicas']:<3d} {row['name']:<34s} "
-        f"step {row['step_s_median'] * 1e3:8.1f} ms "
-        f"(IQR {lo * 1e3:.1f}-{hi * 1e3:.1f}) "
-        f"{row['replica_images_per_s']:8.0f} img/s "
-        f"ratio {ratio:5.2f} (min {row['ratio_min_to_single_min']:.2f}) "
-        f"cpu {row['cpu_s_median'] * 1e3:6.0f} ms compile {row['compile_s']:.1f} s",
-        flush=True,
-    )
-
-
 if __name__ == "__main__":
-    statistics  # noqa: B018  (kept for readers who extend the summary)
     main()

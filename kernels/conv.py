@@ -1,18 +1,22 @@
 """Replica-batched 3x3 'same' convolution, in several formulations.
 
 Every formulation computes, for each replica r, the ordinary convolution of
-``x[r]`` with ``w[r]`` plus ``b[r]``; they differ only in how XLA is asked to do
-it, which decides the speed on each backend (see ``kernels.select``):
+``x[r]`` with ``w[r]`` plus ``b[r]``; they differ only in what XLA is asked to
+do, which decides the speed on each backend (``kernels.select`` has the
+measurements and picks one for ``impl="auto"``):
 
-- ``vmap``: ``jax.vmap`` of ``lax.conv_general_dilated``. XLA sees one grouped
-  convolution (``feature_group_count=R``); cuDNN runs that well, XLA:CPU badly.
-- ``im2col``: the nine shifted copies of the padded input are laid side by side
-  as ``(R, B*H*W, 9*C)`` patches and multiplied by ``w`` as ``(R, 9*C, O)``: one
-  batched matmul forward and two backward, which XLA:CPU does at GEMM speed.
-- ``map``: ``lax.map`` over replicas of the plain convolution: R sequential
-  single-model convolutions (cost about R x one model, never better).
-- ``unroll``: the plain convolution written once per replica at trace time and
-  stacked; R independent convolutions that XLA may schedule side by side.
+- ``vmap``: ``jax.vmap`` of ``lax.conv_general_dilated``, which XLA sees as one
+  grouped convolution (``feature_group_count=R``). cuDNN runs that well;
+  XLA:CPU takes 7-11x as long as R separate models.
+- ``im2col``: the nine shifted copies of the zero-padded input, side by side,
+  form ``(R, B*H*W, 9*C)`` patches that meet ``w`` as ``(R, 9*C, O)`` in one
+  batched GEMM (two more in the backward pass). Cost per replica is flat in R.
+- ``map``: ``lax.map`` over replicas of the plain convolution. Sequential by
+  design; on XLA:CPU a convolution inside a loop body is ~40x slower, so this
+  exists only to be measured.
+- ``unroll``: the plain convolution written out once per replica at trace time,
+  then stacked. Each replica gets XLA's own convolution; the program (and its
+  compile time) grows with R, so ``auto`` uses it only for small R.
 """
 
 from __future__ import annotations
@@ -80,8 +84,8 @@ def conv3x3(
       x: (R, B, H, W, C) inputs.
       w: (R, 3, 3, C, O) kernels, HWIO per replica.
       b: (R, O) biases.
-      impl: one of ``IMPLS``, or "auto" for ``choose("conv", replicas=R)``,
-        resolved at trace time.
+      impl: one of ``IMPLS``, or "auto": ``choose("conv", replicas=R,
+        channels=C)``, resolved at trace time.
       compute_dtype: dtype the products are taken in (e.g. ``jnp.bfloat16``);
         ``x`` and ``w`` are cast to it, sums accumulate in float32.
 
@@ -101,7 +105,7 @@ def conv3x3(
     elif impl == "map":
         y = lax.map(lambda xw: _conv_one(xw[0], xw[1], out_dtype), (xc, wc))
     else:  # unroll
-        y = jnp.stack([_conv_one(xc[i], wc[i], out_dtype) for i in range(x.shape[0])])
+        y = jnp.stack([_conv_one(xi, wi, out_dtype) for xi, wi in zip(xc, wc)])
     return y + b[:, None, None, None, :].astype(out_dtype)
 
 

@@ -46,9 +46,9 @@ def dense(
     if impl == "einsum":
         y = jnp.einsum("rbi,rio->rbo", xc, wc, preferred_element_type=out_dtype)
     else:
-        y = jax.vmap(
-            lambda xi, wi: lax.dot(xi, wi, preferred_element_type=out_dtype)
-        )(xc, wc)
+        y = jax.vmap(lambda xi, wi: lax.dot(xi, wi, preferred_element_type=out_dtype))(
+            xc, wc
+        )
     return y + b[:, None, :].astype(out_dtype)
 
 
@@ -70,7 +70,12 @@ def dense_reference(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
 def _check_shapes(x: jax.Array, w: jax.Array, b: jax.Array) -> None:
     r, i = x.shape[0], x.shape[-1]
-    if x.ndim != 3 or w.ndim != 3 or w.shape[:2] != (r, i) or b.shape != (r, w.shape[2]):
+    if (
+        x.ndim != 3
+        or w.ndim != 3
+        or w.shape[:2] != (r, i)
+        or b.shape != (r, w.shape[2])
+    ):
         raise ValueError(
             f"dense wants x (R,B,I), w (R,I,O), b (R,O); got "
             f"{x.shape}, {w.shape}, {b.shape}"

@@ -1,6 +1,41 @@
-"""Which formulation ``impl="auto"`` means, per backend and replica count.
+"""Which formulation ``impl="auto"`` means, per backend, replica count and layer.
 
-Provisional table; filled in from bench/kernels_bench.py below.
+The choice is made at trace time from static shapes, so it costs nothing at run
+time. Re-measure a row with ``PYTHONPATH=. python bench/kernels_bench.py`` on
+that backend (full SimpleCNN train step, batch 128, each formulation x R).
+
+CPU (2-core AMD EPYC VM, XLA:CPU, jax 0.10.2; 2026-11-22; ms per replica step,
+plain single model ~88 ms; medians of 9-15 interleaved steps, other jobs
+sharing the machine, so +-5-10%):
+
+    R   vmap    map       unroll  im2col  auto
+    1   92      3470      91      80      81
+    4   687     dropped   89      74      73
+    8   dropped dropped   78      71-87   68-81
+    16  dropped dropped   91      81-84   80-83
+    32  -       -         -       77      92 (auto = unroll above conv1 then)
+
+- ``vmap`` (grouped convolution) costs 7-11x R single models: XLA:CPU has no
+  fast path for ``feature_group_count > 1``. ``map`` runs its convolutions
+  inside a while loop, where XLA:CPU is 40x slower still. Neither is chosen.
+- ``im2col`` turns each layer into one batched GEMM: its cost per replica is
+  flat in R and its compile time constant (~1.5 s).
+- ``unroll`` gives every replica XLA's own (Eigen) convolution, which beats
+  im2col on the 32- and 64-channel layers by ~7% of a step at R <= 8, but
+  compiles in time growing with R (4.7 s at R=16, 8 s at R=32) and falls
+  behind im2col from R=16 on.
+- The first layer (3 input channels) is faster as im2col at every R: a
+  27-deep GEMM beats a convolution over 3 channels (~20 ms of a step saved).
+
+So on CPU: im2col for C <= 4 or R > 8 (or R unknown), unroll otherwise.
+
+GPU and TPU rows are not measured yet (no accelerator was available): ``vmap``
+lets cuDNN / the TPU compiler run one grouped convolution per layer, which is
+the usual best there; run the bench and fix the row.
+
+Pool: ``reshape`` everywhere; ``window`` (``lax.reduce_window``) has a
+select-and-scatter backward that adds ~30% to a CPU step (108.6 vs 81.6 ms at
+R=1). Dense: ``einsum``; ``vmap`` gives XLA the same batched dot.
 """
 
 from __future__ import annotations
@@ -9,12 +44,17 @@ import jax
 
 from sweep.errors import SweepError
 
-# op -> backend -> impl.
+# op -> backend -> impl, for the layers not special-cased in ``choose``.
 TABLE: dict[str, dict[str, str]] = {
-    "conv": {"cpu": "unroll", "gpu": "vmap", "tpu": "vmap"},
+    "conv": {"cpu": "im2col", "gpu": "vmap", "tpu": "vmap"},
     "pool": {"cpu": "reshape", "gpu": "reshape", "tpu": "reshape"},
     "dense": {"cpu": "einsum", "gpu": "einsum", "tpu": "einsum"},
 }
+
+# CPU: XLA's own convolution, once per replica, wins up to this many replicas.
+CPU_UNROLL_MAX_REPLICAS = 8
+# CPU: layers with at most this many input channels are faster as im2col.
+CPU_IM2COL_MAX_CHANNELS = 4
 
 
 def choose(
@@ -28,10 +68,10 @@ def choose(
 
     Args:
       op: "conv", "pool" or "dense".
-      backend: "cpu", "gpu" ("cuda"/"rocm" count as "gpu") or "tpu"; None for
-        ``jax.default_backend()``.
+      backend: "cpu", "gpu" ("cuda" and "rocm" count as "gpu") or "tpu"; None
+        for ``jax.default_backend()``. Unknown backends get the CPU row.
       replicas: R, the leading replica axis (None: unknown).
-      channels: input channels C of a convolution (None: unknown).
+      channels: input channels of a convolution (None: unknown).
 
     Returns:
       An entry of that op's ``IMPLS``.
@@ -40,10 +80,14 @@ def choose(
         raise SweepError(f"unknown kernel op {op!r}; expected one of {tuple(TABLE)}")
     backend = jax.default_backend() if backend is None else backend
     backend = "gpu" if backend in ("cuda", "rocm") else backend
-    if op == "conv" and backend == "cpu" and channels is not None and channels <= 4:
-        return "im2col"
     row = TABLE[op]
-    return row.get(backend, row["cpu"])
+    if backend not in row:
+        backend = "cpu"
+    if op == "conv" and backend == "cpu":
+        small_input = channels is not None and channels <= CPU_IM2COL_MAX_CHANNELS
+        few = replicas is not None and replicas <= CPU_UNROLL_MAX_REPLICAS
+        return "unroll" if few and not small_input else "im2col"
+    return row[backend]
 
 
 def check_impl(op: str, impl: str, impls: tuple[str, ...]) -> None:
