@@ -934,6 +934,7 @@ def write_report(
     *,
     level: float = 0.95,
     threshold: float | None = None,
+    on_facts: Callable[[Facts], None] | None = None,
 ) -> Path:
     """Write report.md, report.html, the PNG figures and summary.parquet.
 
@@ -942,6 +943,8 @@ def write_report(
       level: confidence level of every interval.
       threshold: source accuracy (percent) for the threshold question; None
         uses THRESHOLD_DROP points below the clean source accuracy.
+      on_facts: called with the report's numbers once it is written (the CLI
+        prints the headline answers from them).
 
     Returns:
       The path of report.html.
@@ -1075,4 +1078,6 @@ def write_report(
     results_lib.atomic_write_bytes(out / "report.md", _markdown(blocks).encode())
     page = _html(blocks, pngs, facts.title)
     results_lib.atomic_write_bytes(out / "report.html", page.encode())
+    if on_facts is not None:
+        on_facts(facts)
     return out / "report.html"

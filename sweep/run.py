@@ -331,9 +331,12 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress)
         compute_dtype=c.compute_dtype,
         eval_batch_size=min(c.eval_batch_size, len(p.dataset.test_labels)),
     )
-    size = c.replicas_per_step or min(
-        len(todo), auto_replicas_per_step(c.batch_size, recipe.eval_batch_size)
+    size = c.replicas_per_step or auto_replicas_per_step(
+        c.batch_size, recipe.eval_batch_size
     )
+    # Even chunks: 21 replicas at 19 per step train as 11 + 10, not 19 + 2
+    # with the second padded to 19.
+    size = len(chunks(todo, size)[0])
     t0 = time.time()
     engine = engine_lib.Engine(
         recipe, p.train_images, p.dataset.test_images, p.dataset.test_labels
@@ -356,7 +359,7 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress)
         except Exception as e:  # out of device memory: retry with smaller chunks
             if not _is_oom(e) or size == 1:
                 raise
-            size = max(1, size // 2)
+            size = len(chunks(pending, max(1, size // 2))[0])
             manifest["replicas_per_step"] = size
             log(f"out of device memory; retrying with {size} replicas per step")
             continue
