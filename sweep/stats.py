@@ -493,6 +493,22 @@ def permutation_test(
     return p, f"permutation Monte Carlo ({n_resamples})"
 
 
+def _adjusted(p_values: np.ndarray, step) -> np.ndarray:
+    """Apply `step` (sorted p-values -> adjusted, same order) to the finite
+    p-values; NaN entries are not part of the family and stay NaN."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    q = p[ok]
+    if q.size == 0:
+        return out
+    order = np.argsort(q, kind="stable")
+    adjusted = np.empty(q.size)
+    adjusted[order] = np.minimum(1.0, step(q[order]))
+    out[ok] = adjusted
+    return out
+
+
 def holm(p_values: np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values (family-wise error), NaNs left out.
 
@@ -502,18 +518,11 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     Returns:
       (m,) adjusted p-values, NaN where the input was.
     """
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    q = p[ok]
-    if q.size == 0:
-        return out
-    order = np.argsort(q, kind="stable")
-    scaled = (q.size - np.arange(q.size)) * q[order]
-    adjusted = np.empty(q.size)
-    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
-    out[ok] = adjusted
-    return out
+
+    def step(q):
+        return np.maximum.accumulate((q.size - np.arange(q.size)) * q)
+
+    return _adjusted(p_values, step)
 
 
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
@@ -525,12 +534,12 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     Returns:
       (m,) adjusted p-values, NaN where the input was.
     """
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    q = p[ok]
-    if q.size == 0:
-        return out
+
+    def step(q):
+        scaled = q * q.size / np.arange(1, q.size + 1)
+        return np.minimum.accumulate(scaled[::-1])[::-1]
+
+    return _adjusted(p_values, step)
     order = np.argsort(q, kind="stable")
     scaled = q[order] * q.size / np.arange(1, q.size + 1)
     adjusted = np.empty(q.size)

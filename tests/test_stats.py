@@ -10,21 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from sweep import stats
+from sweep import data, stats
 from sweep.errors import SweepError
 
-NAMES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+NAMES = data.CIFAR10_CLASSES
 CAT, DOG = 3, 5
 
 
