@@ -132,10 +132,18 @@ def cmd_run(argv: list[str]) -> int:
 
     args = run_parser().parse_args(argv)
     config = config_from(args)
+    facts = []
     out = run_lib.run(
-        config, resume=args.resume, progress=None if args.quiet else Progress()
+        config, resume=args.resume, progress=None if args.quiet else Progress(),
+        on_facts=facts.append,
     )
     print_summary(out)
+    if facts:
+        from sweep.commands import print_headlines
+
+        print()
+        print_headlines(facts[0])
+        print(f"report: {out / 'report.html'} (and report.md, *.png)")
     return 0
 
 

@@ -272,6 +272,7 @@ def run(
     resume: bool = False,
     log: Reporter = lambda s: print(s, file=sys.stderr),
     progress=None,
+    on_facts=None,
 ) -> Path:
     """Run (or continue) a sweep; returns its results folder.
 
@@ -281,6 +282,7 @@ def run(
       log: where one-line status messages go.
       progress: optional `sweep.progress.Progress`-like object with
         `start(total_units, unit_images)`, `advance(units)` and `close()`.
+      on_facts: with `config.report`, called with the report's numbers.
     """
     t_start = time.time()
     p = prepare(config)
@@ -313,6 +315,11 @@ def run(
         manifest["timings"].get("total_s", 0.0) + time.time() - t_start, 3
     )
     results.write_json(manifest, manifest_path)
+    if config.report:
+        from sweep import report
+
+        path = report.write_report(p.out, threshold=config.threshold, on_facts=on_facts)
+        log(f"report: {path}")
     return p.out
 
 
