@@ -257,17 +257,27 @@ class Engine:
         )
 
     def train(
-        self, labels: np.ndarray, keys: ReplicaKeys, epochs: int, on_epoch=None
+        self,
+        labels: np.ndarray,
+        keys: ReplicaKeys,
+        epochs: int,
+        on_epoch=None,
+        start: tuple[TrainState, list[EpochMetrics]] | None = None,
     ) -> tuple[TrainState, list[EpochMetrics]]:
-        """Train replicas from scratch; `on_epoch(epoch, metrics)` after each."""
+        """Train replicas; `on_epoch(epoch, state, history)` after each epoch.
+
+        `start` continues from a state saved after `len(history)` epochs. Data
+        order and dropout depend only on the keys, the epoch and the step count
+        in the state, so a continued run computes exactly what an unbroken one does.
+        """
         labels = jax.device_put(jnp.asarray(labels, jnp.int32))
-        state = self.init(keys)
-        history = []
-        for epoch in range(epochs):
+        state, history = start if start is not None else (self.init(keys), [])
+        history = list(history)
+        for epoch in range(len(history), epochs):
             state, metrics = self.run_epoch(state, labels, keys, epoch)
             history.append(metrics)
             if on_epoch is not None:
-                on_epoch(epoch, metrics)
+                on_epoch(epoch, state, history)
         return state, history
 
 

@@ -10,11 +10,15 @@ Layout of RESULTS_DIR:
 
 A chunk counts as done once its metrics file exists; the confusion file is
 written first, so a chunk is never half-done on disk. That is also how a resumed
-sweep learns what is left.
+sweep learns what is left. A long chunk also leaves `chunks/<id>.state.npz`
+between epochs (weights, Adam moments, the epochs so far), so a resumed sweep
+continues it mid-way rather than from its first epoch; it is deleted once the
+chunk's tables are written.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -30,11 +34,16 @@ MANIFEST = "manifest.json"
 CHUNKS = "chunks"
 
 
+# mkstemp makes files only their owner can read; results are for sharing.
+FILE_MODE = 0o644
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder, then rename over `path`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -49,6 +58,7 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Atomic parquet write: readers see the old file or the whole new one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         df.to_parquet(tmp, index=False)
@@ -107,6 +117,55 @@ def write_chunk(out: Path, replicas: Sequence[int], metrics: pd.DataFrame,
     cid = chunk_id(replicas)
     write_parquet(confusion, Path(out) / CHUNKS / f"{cid}.confusion.parquet")
     write_parquet(metrics, Path(out) / CHUNKS / f"{cid}.metrics.parquet")
+    state_path(out, replicas).unlink(missing_ok=True)
+
+
+def state_path(out: Path, replicas: Sequence[int]) -> Path:
+    return Path(out) / CHUNKS / f"{chunk_id(replicas)}.state.npz"
+
+
+def save_chunk_state(out: Path, replicas: Sequence[int], padded: int,
+                     leaves: Sequence[np.ndarray], history: Sequence) -> None:
+    """Checkpoint an unfinished chunk after `len(history)` epochs, atomically.
+
+    Args:
+      replicas: the chunk's replica ids; padded: the replica count it trains at
+        (resuming at another count could change its floating-point results).
+      leaves: the flattened training state (host arrays).
+      history: one `engine.EpochMetrics` per finished epoch.
+    """
+    arrays = {"replicas": np.asarray(replicas, np.int64),
+              "padded": np.int64(padded)}
+    arrays.update({f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)})
+    for field in ("train_loss", "train_accuracy", "test_loss", "confusion"):
+        arrays[f"history_{field}"] = np.stack([getattr(m, field) for m in history])
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(state_path(out, replicas), buf.getvalue())
+
+
+def load_chunk_states(out: Path) -> list[dict]:
+    """Checkpoints of unfinished chunks: replicas, padded, leaves, history fields.
+
+    An unreadable checkpoint (it cannot be half-written, but a disk can fail) is
+    deleted: its chunk simply starts again.
+    """
+    states = []
+    for path in sorted((Path(out) / CHUNKS).glob("*.state.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                n_leaves = sum(1 for k in z.files if k.startswith("leaf_"))
+                states.append({
+                    "path": path,
+                    "replicas": [int(i) for i in z["replicas"]],
+                    "padded": int(z["padded"]),
+                    "leaves": [z[f"leaf_{i}"] for i in range(n_leaves)],
+                    "history": {k.removeprefix("history_"): z[k]
+                                for k in z.files if k.startswith("history_")},
+                })
+        except Exception:
+            path.unlink(missing_ok=True)
+    return states
 
 
 def done_replicas(out: Path) -> set[int]:

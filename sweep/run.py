@@ -285,15 +285,21 @@ def run(
       on_facts: with `config.report`, called with the report's numbers.
     """
     t_start = time.time()
+    if config.mlflow is not None:
+        from sweep import tracking
+
+        tracking.require()  # before hours of training, not after
     p = prepare(config)
     manifest = build_manifest(p)
     results.prepare_dir(p.out)
     manifest_path = p.out / results.MANIFEST
+    size_hint = None
     if manifest_path.exists():
         old = results.read_manifest(p.out)
         check_resumable(old, manifest, p.out)
         manifest["timings"] = old.get("timings", {})
         manifest["started"] = old.get("started")
+        size_hint = old.get("replicas_per_step")
     elif resume:
         raise SweepError(f"nothing to resume in {p.out}: it has no {results.MANIFEST}")
     manifest.setdefault("started", None)
@@ -309,7 +315,8 @@ def run(
     if done:
         log(f"resuming {p.out}: {len(done)} of {p.grid.size} replicas already done")
     if todo:
-        train_chunks(p, todo, manifest, log=log, progress=progress)
+        train_chunks(p, todo, manifest, log=log, progress=progress,
+                     size_hint=size_hint)
     finalize(p.out, manifest)
     manifest["timings"]["total_s"] = round(
         manifest["timings"].get("total_s", 0.0) + time.time() - t_start, 3
@@ -320,11 +327,21 @@ def run(
 
         path = report.write_report(p.out, threshold=config.threshold, on_facts=on_facts)
         log(f"report: {path}")
+    if config.mlflow is not None:
+        from sweep import tracking
+
+        log(f"mlflow: {tracking.log_sweep(p.out, config.mlflow)}")
     return p.out
 
 
-def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress) -> None:
-    """Train the replicas in `todo`, chunk by chunk, writing each chunk as it ends."""
+def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
+                 size_hint: int | None = None) -> None:
+    """Train the replicas in `todo`, chunk by chunk, writing each chunk as it ends.
+
+    Chunks checkpointed mid-way by an interrupted run continue first, at the
+    replica count they started with. `size_hint` is the chunk size an earlier
+    run of this sweep chose, so a resumed sweep splits the rest as it would have.
+    """
     from sweep import engine as engine_lib
 
     c = p.config
@@ -338,35 +355,57 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress)
         compute_dtype=c.compute_dtype,
         eval_batch_size=min(c.eval_batch_size, len(p.dataset.test_labels)),
     )
-    size = c.replicas_per_step or auto_replicas_per_step(
-        c.batch_size, recipe.eval_batch_size
-    )
-    # Even chunks: 21 replicas at 19 per step train as 11 + 10, not 19 + 2
-    # with the second padded to 19.
-    size = len(chunks(todo, size)[0])
+    if size_hint and not c.replicas_per_step:
+        size = size_hint  # already even over the whole sweep
+    else:
+        size = c.replicas_per_step or auto_replicas_per_step(
+            c.batch_size, recipe.eval_batch_size
+        )
+        # Even chunks: 21 replicas at 19 per step train as 11 + 10, not 19 + 2
+        # with the second padded to 19.
+        size = len(chunks(todo, size)[0])
+    manifest["replicas_per_step"] = size
+    results.write_json(manifest, p.out / results.MANIFEST)
     t0 = time.time()
     engine = engine_lib.Engine(
         recipe, p.train_images, p.dataset.test_images, p.dataset.test_labels
     )
     timings = manifest["timings"]
     timings["data_to_device_s"] = round(time.time() - t0, 3)
-    manifest["replicas_per_step"] = size
+
+    saved = []
+    for state in results.load_chunk_states(p.out):
+        if set(state["replicas"]) <= set(todo):
+            saved.append(state)
+        else:  # left by a chunk that finished after all
+            state["path"].unlink(missing_ok=True)
+    in_saved = {i for state in saved for i in state["replicas"]}
+    pending = [i for i in todo if i not in in_saved]
 
     warn_if_slow(p, engine, len(todo), size, log=log)
-    units = len(todo) * c.epochs
     if progress is not None:
-        progress.start(units, unit_images=recipe.n_train)
-    pending = list(todo)
+        progress.start(len(todo) * c.epochs, unit_images=recipe.n_train)
+        for state in saved:
+            progress.advance(len(state["replicas"]) * len(state["history"]["test_loss"]))
     chunk_times = timings.setdefault("chunks", [])
-    while pending:
-        chunk = chunks(pending, size)[0]
+    while saved or pending:
+        if saved:
+            resumed = saved.pop(0)
+            chunk, chunk_size = resumed["replicas"], resumed["padded"]
+        else:
+            resumed = None
+            chunk, chunk_size = chunks(pending, size)[0], size
         try:
             t_chunk = time.time()
-            history = train_chunk(p, engine, chunk, size, progress=progress)
+            history = train_chunk(p, engine, chunk, chunk_size, progress=progress,
+                                  resumed=resumed)
         except Exception as e:  # out of device memory: retry with smaller chunks
-            if not _is_oom(e) or size == 1:
+            if not _is_oom(e) or chunk_size == 1:
                 raise
-            size = len(chunks(pending, max(1, size // 2))[0])
+            if resumed is not None:  # cannot continue at another size: start over
+                resumed["path"].unlink(missing_ok=True)
+                pending = sorted(set(pending) | set(chunk))
+            size = len(chunks(pending, max(1, chunk_size // 2))[0])
             manifest["replicas_per_step"] = size
             log(f"out of device memory; retrying with {size} replicas per step")
             continue
@@ -381,11 +420,13 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress)
         )
         results.write_chunk(p.out, chunk, metrics, confusion)
         chunk_times.append(
-            {"replicas": len(chunk), "padded_to": size,
-             "seconds": round(time.time() - t_chunk, 3)}
+            {"replicas": len(chunk), "padded_to": chunk_size,
+             "seconds": round(time.time() - t_chunk, 3),
+             **({"resumed_at_epoch": len(resumed["history"]["test_loss"])}
+                if resumed else {})}
         )
         results.write_json(manifest, p.out / results.MANIFEST)
-        pending = pending[len(chunk):]
+        pending = [i for i in pending if i not in chunk]
     if progress is not None:
         progress.close()
 
@@ -421,21 +462,53 @@ def warn_if_slow(p: Prepared, engine, n_replicas: int, size: int, *, log) -> Non
         )
 
 
-def train_chunk(p: Prepared, engine, chunk: list[int], size: int, *, progress):
-    """Train one chunk, padded to `size` replicas so every chunk shares one compile."""
+def checkpoint_every_s() -> float:
+    """Seconds between mid-chunk checkpoints; a state copy costs ~14 MB a replica,
+    so chunks whose epochs take seconds (accelerators) never write one."""
+    return float(os.environ.get("SWEEP_CHECKPOINT_S", "60"))
+
+
+def train_chunk(p: Prepared, engine, chunk: list[int], size: int, *, progress,
+                resumed: dict | None = None):
+    """Train one chunk, padded to `size` replicas so every chunk shares one compile.
+
+    Between epochs, at most every `checkpoint_every_s()`, the state is saved so
+    a killed sweep continues this chunk where it stopped; `resumed` is such a
+    checkpoint (from `results.load_chunk_states`).
+    """
+    import jax
+
     from sweep import engine as engine_lib
 
+    epochs = p.config.epochs
     padded = chunk + [chunk[-1]] * (size - len(chunk))
     seeds = np.array([p.grid.replica(i)[0] for i in padded])
     streams = np.array([p.grid.stream(i) for i in padded])
     keys = engine_lib.replica_keys(seeds, streams)
     labels = np.stack([p.replica_labels(i) for i in padded])
 
-    def on_epoch(epoch, metrics):
+    start = None
+    if resumed is not None:
+        treedef = jax.tree.structure(jax.eval_shape(engine.init, keys))
+        state = jax.tree.unflatten(treedef, [jax.device_put(a) for a in resumed["leaves"]])
+        h = resumed["history"]
+        history = [engine_lib.EpochMetrics(**{k: h[k][e] for k in h})
+                   for e in range(len(h["test_loss"]))]
+        start = (state, history)
+
+    every = checkpoint_every_s()
+    last_save = time.time()
+
+    def on_epoch(epoch, state, history):
+        nonlocal last_save
         if progress is not None:
             progress.advance(len(chunk))
+        if epoch + 1 < epochs and time.time() - last_save >= every:
+            leaves = jax.device_get(jax.tree.leaves(state))
+            results.save_chunk_state(p.out, chunk, size, leaves, history)
+            last_save = time.time()
 
-    _, history = engine.train(labels, keys, p.config.epochs, on_epoch=on_epoch)
+    _, history = engine.train(labels, keys, epochs, on_epoch=on_epoch, start=start)
     return history
 
 

@@ -83,9 +83,10 @@ def test_replica_in_sweep_equals_replica_trained_alone(tiny, kernel):
         alone, alone_history = eng.train(labels[r : r + 1], own_keys, epochs=epochs)
         mine, lone = replica(together.params, r), replica(alone.params, 0)
         if kernel == "im2col":
-            # A batched matmul per replica: the replica axis changes nothing.
+            # A batched matmul per replica: the replica axis changes nothing but
+            # which SIMD path some CPUs pick, so float32 rounding is all we allow.
             for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(lone)):
-                np.testing.assert_array_equal(a, b)
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         else:
             # Grouped convolutions sum in another order as R changes, and Adam
             # turns near-zero gradients' rounding into whole steps for a few
