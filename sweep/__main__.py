@@ -3,7 +3,7 @@
     python -m sweep --counts 1,5,10,50,100 --seeds 8     run a sweep
     python -m sweep report RESULTS_DIR                  statistics + report
     python -m sweep plan --effect 1.0                   how many seeds to pay for
-    python -m sweep verify RESULTS_DIR --data PATH      re-check provenance
+    python -m sweep verify RESULTS_DIR [--data PATH]    re-check provenance
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ def run_parser() -> Parser:
     o.add_argument("--threshold", type=float, default=None, help=(
         "with --report: how many flips push source accuracy below this percent"))
     o.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
-                   help="log to MLflow (default URI: ./mlruns); needs sweep[mlflow]")
+                   help="log to MLflow: URI, else $MLFLOW_TRACKING_URI, else MLflow's "
+                   "default store in this folder (what `mlflow ui` opens); needs "
+                   "sweep[mlflow]")
     o.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 
@@ -170,6 +172,10 @@ def print_summary(out) -> None:
         print(f"{count:>7}  {cells[0]:>24}  {cells[1]:>24}")
     if n_seeds < 2:
         print("(intervals need at least 2 seeds; this sweep has 1)")
+    n_diverged = int(manifest.get("n_diverged") or 0)
+    if n_diverged:
+        print(f"{n_diverged} replica(s) diverged (loss went non-finite) and are left "
+              "out of these statistics; the report names them")
     print(f"\nresults: {out}/ (metrics.parquet, summary.parquet, manifest.json)")
 
 

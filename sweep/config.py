@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 from sweep.errors import SweepError
@@ -86,12 +87,19 @@ def validate(c: Config) -> None:
         raise SweepError(f"--seeds must be at least 1, got {c.seeds}")
     if c.seed_start < 0:
         raise SweepError(f"--seed-start must be >= 0, got {c.seed_start}")
+    if c.seed_start + c.seeds > 2**32:  # training seeds are 32-bit keys
+        raise SweepError(
+            f"training seeds must stay below 2**32; --seed-start {c.seed_start} "
+            f"with --seeds {c.seeds} goes past it"
+        )
+    if c.poison_seed < 0:
+        raise SweepError(f"--poison-seed must be >= 0, got {c.poison_seed}")
     if c.epochs < 1:
         raise SweepError(f"--epochs must be at least 1, got {c.epochs}")
     if c.batch_size < 1:
         raise SweepError(f"--batch-size must be at least 1, got {c.batch_size}")
-    if not c.lr > 0:
-        raise SweepError(f"--lr must be positive, got {c.lr}")
+    if not (c.lr > 0 and math.isfinite(c.lr)):
+        raise SweepError(f"--lr must be positive and finite, got {c.lr}")
     if not 0 <= c.dropout < 1:
         raise SweepError(f"--dropout must be in [0, 1), got {c.dropout}")
     if c.train_size is not None and c.train_size < 1:

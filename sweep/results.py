@@ -105,6 +105,10 @@ def prepare_dir(out: Path) -> None:
         (out / CHUNKS).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SweepError(f"cannot create output folder {out}: {e.strerror}") from None
+    # A writer killed mid-write (kill -9) leaves its temporary file behind.
+    for folder in (out, out / CHUNKS):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def chunk_id(replicas: Sequence[int]) -> str:

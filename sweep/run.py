@@ -77,6 +77,7 @@ class Prepared:
 
 def prepare(config: Config) -> Prepared:
     """Load data and resolve the grid; refuses impossible requests before training."""
+    check_kernel(config.kernel)
     ds = data_lib.load(config.data)
     rows = np.arange(len(ds.train_labels))
     if config.train_size is not None:
@@ -108,6 +109,15 @@ def prepare(config: Config) -> Prepared:
                                                            source, target)
     return Prepared(config, ds, images, labels, rows, source, target, grid,
                     poisoned, flipped, out)
+
+
+def check_kernel(name: str) -> None:
+    """Refuse an unknown --kernel now, not when the first chunk compiles."""
+    if name != "auto":
+        from kernels import conv
+        from kernels.select import check_impl
+
+        check_impl("conv", name, conv.IMPLS)
 
 
 def default_out(config: Config, class_names, source: int, target: int) -> Path:
@@ -288,11 +298,13 @@ def run(
     if config.mlflow is not None:
         from sweep import tracking
 
-        tracking.require()  # before hours of training, not after
+        tracking.check_store(config.mlflow)  # before hours of training, not after
     p = prepare(config)
     manifest = build_manifest(p)
-    results.prepare_dir(p.out)
     manifest_path = p.out / results.MANIFEST
+    if resume and not manifest_path.exists():  # refuse before creating the folder
+        raise SweepError(f"nothing to resume in {p.out}: it has no {results.MANIFEST}")
+    results.prepare_dir(p.out)
     size_hint = None
     if manifest_path.exists():
         old = results.read_manifest(p.out)
@@ -300,8 +312,6 @@ def run(
         manifest["timings"] = old.get("timings", {})
         manifest["started"] = old.get("started")
         size_hint = old.get("replicas_per_step")
-    elif resume:
-        raise SweepError(f"nothing to resume in {p.out}: it has no {results.MANIFEST}")
     manifest.setdefault("started", None)
     manifest["started"] = manifest["started"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results.write_json(manifest, manifest_path)
@@ -348,7 +358,9 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
     recipe = engine_lib.Recipe(
         n_train=len(p.train_labels),
         n_classes=len(p.dataset.class_names),
-        batch_size=c.batch_size,
+        # A batch larger than the data is the whole data, as a DataLoader gives
+        # it; padding to the asked size would only waste memory.
+        batch_size=min(c.batch_size, len(p.train_labels)),
         lr=c.lr,
         dropout=c.dropout,
         kernel=c.kernel,
@@ -359,7 +371,7 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
         size = size_hint  # already even over the whole sweep
     else:
         size = c.replicas_per_step or auto_replicas_per_step(
-            c.batch_size, recipe.eval_batch_size
+            recipe.batch_size, recipe.eval_batch_size
         )
         # Even chunks: 21 replicas at 19 per step train as 11 + 10, not 19 + 2
         # with the second padded to 19.
@@ -400,8 +412,13 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
             history = train_chunk(p, engine, chunk, chunk_size, progress=progress,
                                   resumed=resumed)
         except Exception as e:  # out of device memory: retry with smaller chunks
-            if not _is_oom(e) or chunk_size == 1:
+            if not _is_oom(e):
                 raise
+            if chunk_size == 1:
+                raise SweepError(
+                    "out of device memory even with one replica per step; try a "
+                    "smaller --batch-size or --train-size"
+                ) from None
             if resumed is not None:  # cannot continue at another size: start over
                 resumed["path"].unlink(missing_ok=True)
                 pending = sorted(set(pending) | set(chunk))
@@ -449,7 +466,7 @@ def warn_if_slow(p: Prepared, engine, n_replicas: int, size: int, *, log) -> Non
     if images * TRAIN_FLOPS_PER_IMAGE / optimistic < 1800:
         return
     seconds_per_step = engine_lib.time_single_step(engine.recipe, engine.train_images)
-    steps = math.ceil(len(p.train_labels) / c.batch_size) * c.epochs
+    steps = engine.recipe.steps_per_epoch * c.epochs
     estimate = seconds_per_step * steps * n_replicas
     if estimate > 3600:
         bound = "" if jax.default_backend() == "cpu" else "at most "
@@ -498,17 +515,30 @@ def train_chunk(p: Prepared, engine, chunk: list[int], size: int, *, progress,
 
     every = checkpoint_every_s()
     last_save = time.time()
+    ticked = 0.0  # replica-epochs reported by step ticks in this epoch
+
+    def on_step(steps_done):
+        nonlocal ticked
+        so_far = len(chunk) * steps_done / engine.recipe.steps_per_epoch
+        if so_far > ticked:
+            progress.advance(so_far - ticked, partial=True)
+            ticked = so_far
 
     def on_epoch(epoch, state, history):
-        nonlocal last_save
+        nonlocal last_save, ticked
         if progress is not None:
-            progress.advance(len(chunk))
+            progress.advance(len(chunk) - ticked)
+            ticked = 0.0
         if epoch + 1 < epochs and time.time() - last_save >= every:
             leaves = jax.device_get(jax.tree.leaves(state))
             results.save_chunk_state(p.out, chunk, size, leaves, history)
             last_save = time.time()
 
-    _, history = engine.train(labels, keys, epochs, on_epoch=on_epoch, start=start)
+    engine.on_step = on_step if progress is not None else None
+    try:
+        _, history = engine.train(labels, keys, epochs, on_epoch=on_epoch, start=start)
+    finally:
+        engine.on_step = None
     return history
 
 

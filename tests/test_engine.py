@@ -83,10 +83,11 @@ def test_replica_in_sweep_equals_replica_trained_alone(tiny, kernel):
         alone, alone_history = eng.train(labels[r : r + 1], own_keys, epochs=epochs)
         mine, lone = replica(together.params, r), replica(alone.params, 0)
         if kernel == "im2col":
-            # A batched matmul per replica: the replica axis changes nothing but
-            # which SIMD path some CPUs pick, so float32 rounding is all we allow.
-            for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(lone)):
-                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+            # A batched matmul per replica: the replica axis changes only which
+            # SIMD path XLA picks, so float32 rounding is all that may differ
+            # (Adam can blow a rounding-level gradient up to one lr-sized step
+            # on a near-zero-gradient weight, hence a distance, not allclose).
+            assert_same_trajectory(mine, lone, model.init(keys.init[r]), 1e-5)
         else:
             # Grouped convolutions sum in another order as R changes, and Adam
             # turns near-zero gradients' rounding into whole steps for a few
