@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import json
 import math
 import os
@@ -68,8 +67,10 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from sweep import engine as engine_lib  # noqa: E402
+from sweep import provenance  # noqa: E402
 
 BATCH = 128
+BENCH_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch")
 IMAGE = (32, 32, 3)
 CLASSES = 10
 LR = 1e-3
@@ -111,38 +112,6 @@ EVAL_BATCH = 1000
 
 # ----------------------------------------------------------------------------
 # Environment
-
-
-def git_commit() -> str | None:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=5, cwd=REPO).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5,
-                               cwd=REPO).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (head + ("+dirty" if dirty else "")) or None
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 class CpuShare:
@@ -601,10 +570,11 @@ def time_torch(data: dict, replicas: int, steps: int, warmup: int, log) -> dict:
 def sweep_chunk_size(replicas: int = SWEEP_REPLICAS) -> tuple[int, str]:
     """The replicas per step the sweep would pick here for the default grid."""
     try:
-        from sweep.run import auto_replicas_per_step, chunks
+        from sweep.chunking import chunks
+        from sweep.estimates import auto_replicas_per_step
 
         size = auto_replicas_per_step(BATCH, EVAL_BATCH)
-        return len(chunks(list(range(replicas)), size)[0]), "sweep.run.auto_replicas_per_step"
+        return len(chunks(list(range(replicas)), size)[0]), "sweep.estimates.auto_replicas_per_step"
     except Exception as e:  # the sweep's API moved: say so, guess
         return min(replicas, 16), f"guess (sweep.run unavailable: {e})"
 
@@ -779,17 +749,17 @@ def environment(argv: list[str]) -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat("T", "seconds"),
         "command": " ".join(shlex.quote(a) for a in ["python", "bench/train_bench.py", *argv]),
-        "commit": git_commit(),
+        "commit": provenance.git_commit(mark_dirty=True),
         "backend": jax.default_backend(),
         "device_kind": dev.device_kind,
         "device_count": jax.device_count(),
         "platform": platform.platform(),
-        "cpu_model": cpu_model(),
+        "cpu_model": provenance.cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "load_average_at_start": os.getloadavg(),
         "other_jobs_at_start": other_jobs(),
-        "versions": versions(),
+        "versions": provenance.versions(BENCH_PACKAGES),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 

@@ -93,7 +93,7 @@ def cmd_verify(argv: list[str], parser_class: type[argparse.ArgumentParser]) -> 
     """
     from pathlib import Path
 
-    from sweep import results
+    from sweep import provenance, results
     from sweep import run as run_lib
     from sweep.errors import SweepError
 
@@ -177,7 +177,7 @@ def cmd_verify(argv: list[str], parser_class: type[argparse.ArgumentParser]) -> 
         fail("configuration on this data", prepare_error)
     else:
         check("training subset hash", recorded_data.get("train_subset_hash"),
-              run_lib._array_hash(prepared.train_rows), show=_verify_short)
+              provenance.array_hash(prepared.train_rows), show=_verify_short)
         grid = prepared.grid
         check(
             "grid (classes, counts, seeds)",
@@ -189,7 +189,7 @@ def cmd_verify(argv: list[str], parser_class: type[argparse.ArgumentParser]) -> 
         )
         _verify_poisoned(out, prepared, manifest, ok, fail)
         check("poisoned hash", manifest.get("poisoned_hash"),
-              run_lib.poisoned_hash(prepared.flipped), show=_verify_short)
+              provenance.poisoned_hash(prepared.flipped), show=_verify_short)
 
     incomplete = _verify_tables(out, manifest, recorded, ok, fail)
     _verify_notes(manifest)
@@ -262,8 +262,7 @@ def _verify_poisoned(out, prepared, manifest: dict, ok, fail) -> None:
     import numpy as np
     import pandas as pd
 
-    from sweep import results
-    from sweep import run as run_lib
+    from sweep import provenance, results
 
     what = "poisoned.parquet"
     cols = ["count", "seed", "index", "old_label", "new_label"]
@@ -322,7 +321,7 @@ def _verify_poisoned(out, prepared, manifest: dict, ok, fail) -> None:
     for key in prepared.flipped:
         if not len(prepared.flipped[key]):
             file_flipped.setdefault(key, np.zeros(0, np.int64))
-    if run_lib.poisoned_hash(file_flipped) != manifest.get("poisoned_hash"):
+    if provenance.poisoned_hash(file_flipped) != manifest.get("poisoned_hash"):
         why = "; the file no longer matches the manifest's poisoned_hash"
     else:
         why = "; the file matches the manifest, so the sets now drawn differ"
@@ -417,7 +416,7 @@ def _verify_notes(manifest: dict) -> None:
     import importlib.metadata
     import platform
 
-    from sweep import run as run_lib
+    from sweep import provenance
 
     versions = manifest.get("versions")
     changed = []
@@ -436,7 +435,7 @@ def _verify_notes(manifest: dict) -> None:
         print(line)
     if isinstance(versions, dict) and not changed:
         print("note package versions as recorded")
-    then, now = manifest.get("commit"), run_lib._git_commit()
+    then, now = manifest.get("commit"), provenance.git_commit()
     if then and now and then != now:
         print(f"note commit {then[:10]} then, {now[:10]} now")
 

@@ -8,6 +8,7 @@ from the replica's own shuffle of the training set.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -238,13 +239,23 @@ class Engine:
         train_images: np.ndarray,
         test_images: np.ndarray,
         test_labels: np.ndarray,
+        *,
+        on_step: Callable[[int], None] | None = None,
     ):
+        """`on_step(steps_done_in_epoch)`, if given, observes training progress.
+
+        The tick is compiled in on CPU only, where one epoch can take minutes
+        (always, so the compiled epoch is the same with or without an observer).
+        """
         self.recipe = recipe
-        # Set by a caller that wants `on_step(steps_done_in_epoch)`; the hook is
-        # compiled in on CPU only, where one epoch can take minutes.
-        self.on_step = None
-        tick = self._tick if jax.default_backend() == "cpu" else None
-        self.train_epoch = make_train_epoch(recipe, tick)
+
+        def tick(steps_done) -> None:
+            if on_step is not None:
+                on_step(int(steps_done))
+
+        self.train_epoch = make_train_epoch(
+            recipe, tick if jax.default_backend() == "cpu" else None
+        )
         self.init_state = jax.jit(lambda keys: init_state(recipe, keys))
         self.evaluate = make_evaluate(recipe)
         self.train_images = jax.device_put(train_images)  # uint8, once
@@ -252,10 +263,6 @@ class Engine:
         self.test_images = jax.device_put(test_x)
         self.test_labels = jax.device_put(test_y)
         self.n_test = len(test_labels)
-
-    def _tick(self, steps_done) -> None:
-        if self.on_step is not None:
-            self.on_step(int(steps_done))
 
     def init(self, keys: ReplicaKeys) -> TrainState:
         return self.init_state(keys.init)

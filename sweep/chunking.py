@@ -1,0 +1,201 @@
+"""Train a sweep's replicas chunk by chunk, each chunk one atomic write.
+
+A chunk is as many replicas as fit the device, padded to one size so every
+chunk shares one compilation. When a chunk runs out of device memory it is
+retried at half the size; chunks checkpointed mid-way by an interrupted run
+(`sweep.checkpoints`) continue first, at the size they started with.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sweep import checkpoints, estimates, results
+from sweep.errors import SweepError
+
+if TYPE_CHECKING:
+    from sweep.run import Prepared
+
+
+def chunks(todo: list[int], size: int) -> list[list[int]]:
+    """Split replica ids into near-equal chunks of at most `size`."""
+    if not todo:
+        return []
+    n = math.ceil(len(todo) / size)
+    even = math.ceil(len(todo) / n)
+    return [todo[i : i + even] for i in range(0, len(todo), even)]
+
+
+def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
+                 size_hint: int | None = None) -> None:
+    """Train the replicas in `todo`, chunk by chunk, writing each chunk as it ends.
+
+    Chunks checkpointed mid-way by an interrupted run continue first, at the
+    replica count they started with. `size_hint` is the chunk size an earlier
+    run of this sweep chose, so a resumed sweep splits the rest as it would have.
+    """
+    from sweep import engine as engine_lib
+
+    c = p.config
+    recipe = engine_lib.Recipe(
+        n_train=len(p.train_labels),
+        n_classes=len(p.dataset.class_names),
+        # A batch larger than the data is the whole data, as a DataLoader gives
+        # it; padding to the asked size would only waste memory.
+        batch_size=min(c.batch_size, len(p.train_labels)),
+        lr=c.lr,
+        dropout=c.dropout,
+        kernel=c.kernel,
+        compute_dtype=c.compute_dtype,
+        eval_batch_size=min(c.eval_batch_size, len(p.dataset.test_labels)),
+    )
+    if size_hint and not c.replicas_per_step:
+        size = size_hint  # already even over the whole sweep
+    else:
+        size = c.replicas_per_step or estimates.auto_replicas_per_step(
+            recipe.batch_size, recipe.eval_batch_size
+        )
+        # Even chunks: 21 replicas at 19 per step train as 11 + 10, not 19 + 2
+        # with the second padded to 19.
+        size = len(chunks(todo, size)[0])
+    manifest["replicas_per_step"] = size
+    results.write_json(manifest, p.out / results.MANIFEST)
+    ticks = None if progress is None else StepTicks(progress, recipe.steps_per_epoch)
+    t0 = time.time()
+    engine = engine_lib.Engine(
+        recipe, p.train_images, p.dataset.test_images, p.dataset.test_labels,
+        on_step=ticks,
+    )
+    timings = manifest["timings"]
+    timings["data_to_device_s"] = round(time.time() - t0, 3)
+
+    saved = []
+    for state in results.load_chunk_states(p.out):
+        if set(state["replicas"]) <= set(todo):
+            saved.append(state)
+        else:  # left by a chunk that finished after all
+            state["path"].unlink(missing_ok=True)
+    in_saved = {i for state in saved for i in state["replicas"]}
+    pending = [i for i in todo if i not in in_saved]
+
+    estimates.warn_if_slow(p, engine, len(todo), size, log=log)
+    if progress is not None:
+        progress.start(len(todo) * c.epochs, unit_images=recipe.n_train)
+        for state in saved:
+            epochs_done = len(state["history"]["test_loss"])
+            progress.advance(len(state["replicas"]) * epochs_done)
+    chunk_times = timings.setdefault("chunks", [])
+    while saved or pending:
+        if saved:
+            resumed = saved.pop(0)
+            chunk, chunk_size = resumed["replicas"], resumed["padded"]
+        else:
+            resumed = None
+            chunk, chunk_size = chunks(pending, size)[0], size
+        try:
+            t_chunk = time.time()
+            history = train_chunk(p, engine, chunk, chunk_size, ticks=ticks,
+                                  resumed=resumed)
+        except Exception as e:  # out of device memory: retry with smaller chunks
+            if not is_oom(e):
+                raise
+            if chunk_size == 1:
+                raise SweepError(
+                    "out of device memory even with one replica per step; try a "
+                    "smaller --batch-size or --train-size"
+                ) from None
+            if resumed is not None:  # cannot continue at another size: start over
+                resumed["path"].unlink(missing_ok=True)
+                pending = sorted(set(pending) | set(chunk))
+            size = len(chunks(pending, max(1, chunk_size // 2))[0])
+            manifest["replicas_per_step"] = size
+            log(f"out of device memory; retrying with {size} replicas per step")
+            continue
+        seeds_counts = [p.grid.replica(i) for i in chunk]
+        metrics, confusion = results.chunk_frames(
+            replicas=chunk,
+            counts=[sc[1] for sc in seeds_counts],
+            seeds=[sc[0] for sc in seeds_counts],
+            paired=p.grid.paired,
+            class_names=p.dataset.class_names,
+            history=history,
+        )
+        results.write_chunk(p.out, chunk, metrics, confusion)
+        chunk_times.append(
+            {"replicas": len(chunk), "padded_to": chunk_size,
+             "seconds": round(time.time() - t_chunk, 3),
+             **({"resumed_at_epoch": len(resumed["history"]["test_loss"])}
+                if resumed else {})}
+        )
+        results.write_json(manifest, p.out / results.MANIFEST)
+        pending = [i for i in pending if i not in chunk]
+    if progress is not None:
+        progress.close()
+
+
+def train_chunk(p: Prepared, engine, chunk: list[int], size: int, *,
+                ticks: StepTicks | None, resumed: dict | None = None):
+    """Train one chunk, padded to `size` replicas so every chunk shares one compile.
+
+    Between epochs, at most every `checkpoints.every_s()`, the state is saved so
+    a killed sweep continues this chunk where it stopped; `resumed` is such a
+    checkpoint (from `results.load_chunk_states`). `ticks` is the progress
+    observer the engine was built with.
+    """
+    from sweep import engine as engine_lib
+
+    epochs = p.config.epochs
+    padded = chunk + [chunk[-1]] * (size - len(chunk))
+    seeds = np.array([p.grid.replica(i)[0] for i in padded])
+    streams = np.array([p.grid.stream(i) for i in padded])
+    keys = engine_lib.replica_keys(seeds, streams)
+    labels = np.stack([p.replica_labels(i) for i in padded])
+
+    start = None if resumed is None else checkpoints.restore(engine, keys, resumed)
+    save = checkpoints.Saver(p.out, chunk, size, epochs)
+    if ticks is not None:
+        ticks.start_chunk(len(chunk))
+
+    def on_epoch(epoch, state, history):
+        if ticks is not None:
+            ticks.end_epoch()
+        save(epoch, state, history)
+
+    _, history = engine.train(labels, keys, epochs, on_epoch=on_epoch, start=start)
+    return history
+
+
+class StepTicks:
+    """Turns the engine's in-epoch step ticks into progress, in replica-epochs.
+
+    The engine is built once with this as its `on_step`; each chunk tells it
+    how many real (unpadded) replicas it trains.
+    """
+
+    def __init__(self, progress, steps_per_epoch: int):
+        self.progress = progress
+        self.steps_per_epoch = steps_per_epoch
+        self.replicas = 0
+        self.ticked = 0.0  # replica-epochs reported by step ticks in this epoch
+
+    def start_chunk(self, replicas: int) -> None:
+        self.replicas, self.ticked = replicas, 0.0
+
+    def __call__(self, steps_done: int) -> None:
+        so_far = self.replicas * steps_done / self.steps_per_epoch
+        if so_far > self.ticked:
+            self.progress.advance(so_far - self.ticked, partial=True)
+            self.ticked = so_far
+
+    def end_epoch(self) -> None:
+        self.progress.advance(self.replicas - self.ticked)
+        self.ticked = 0.0
+
+
+def is_oom(e: Exception) -> bool:
+    text = f"{type(e).__name__}: {e}"
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "OOM" in text
