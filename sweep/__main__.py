@@ -129,6 +129,7 @@ def config_from(args: argparse.Namespace):
 
 
 def cmd_run(argv: list[str]) -> int:
+    from sweep import console
     from sweep import run as run_lib
     from sweep.progress import Progress
 
@@ -139,52 +140,12 @@ def cmd_run(argv: list[str]) -> int:
         config, resume=args.resume, progress=None if args.quiet else Progress(),
         on_facts=facts.append,
     )
-    print_summary(out)
+    console.print_summary(out)
     if facts:
-        from sweep.commands import print_headlines
-
         print()
-        print_headlines(facts[0])
+        console.print_headlines(facts[0])
         print(f"report: {out / 'report.html'} (and report.md, *.png)")
     return 0
-
-
-def print_summary(out) -> None:
-    """The cat and dog (source and target) deltas per count, and where files are."""
-    import json
-
-    import pandas as pd
-
-    manifest = json.loads((out / "manifest.json").read_text())
-    summary = pd.read_parquet(out / "summary.parquet")
-    names = manifest["class_names"]
-    src, tgt = names[manifest["source_id"]], names[manifest["target_id"]]
-    level = int(round(100 * float(summary["level"].iloc[0]))) if "level" in summary else 95
-    n_seeds = int(summary["n_seeds"].max()) if len(summary) else 0
-    print(f"\naccuracy change vs clean twin, percentage points, mean over {n_seeds} "
-          f"seeds [{level}% CI]")
-    print(f"{'count':>7}  {src + ' delta':>24}  {tgt + ' delta':>24}")
-    for count, rows in summary.groupby("count"):
-        cells = []
-        for name in (src, tgt):
-            r = rows[rows["class_name"] == name].iloc[0]
-            cells.append(_cell(r))
-        print(f"{count:>7}  {cells[0]:>24}  {cells[1]:>24}")
-    if n_seeds < 2:
-        print("(intervals need at least 2 seeds; this sweep has 1)")
-    n_diverged = int(manifest.get("n_diverged") or 0)
-    if n_diverged:
-        print(f"{n_diverged} replica(s) diverged (loss went non-finite) and are left "
-              "out of these statistics; the report names them")
-    print(f"\nresults: {out}/ (metrics.parquet, summary.parquet, manifest.json)")
-
-
-def _cell(r) -> str:
-    import math
-
-    if math.isnan(r["ci_low"]):
-        return f"{r['delta_mean']:+.2f}"
-    return f"{r['delta_mean']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep.errors import SweepError
+from sweep.errors import SweepError, one_line
 
 EXPERIMENT = "sweep"
 INSTALL_HINT = (
@@ -69,7 +69,7 @@ def require():
     except Exception as error:  # a broken install fails in other ways too
         raise SweepError(
             "--mlflow needs a working MLflow: import mlflow failed "
-            f"({_one_line(error)})"
+            f"({one_line(error)})"
         ) from None
     return mlflow
 
@@ -116,7 +116,7 @@ def check_store(uri: str) -> str:
         raise
     except Exception as error:
         raise SweepError(
-            f"cannot use the MLflow store at {uri}: {_one_line(error)[:300]}"
+            f"cannot use the MLflow store at {uri}: {one_line(error)[:300]}"
         ) from None
     finally:
         for k, v in saved.items():
@@ -163,7 +163,7 @@ def log_sweep(out: Path, uri: str) -> str:
             run_id, n_children = log_runs(client, experiment_id, sweep)
     except Exception as error:  # SweepError too: say the results are safe
         raise SweepError(
-            f"logging to MLflow at {uri} failed: {_one_line(error)[:500]} "
+            f"logging to MLflow at {uri} failed: {one_line(error)[:500]} "
             f"(the sweep's results are safe in {out})"
         ) from None
     line = (f"logged sweep {sweep['id']} as run {run_id} (experiment "
@@ -193,7 +193,7 @@ def read_sweep(out: Path) -> dict:
             summary = pd.read_parquet(summary_path)
         except Exception as error:  # pyarrow raises several unrelated types
             raise SweepError(
-                f"cannot read {summary_path}: {_one_line(error)}"
+                f"cannot read {summary_path}: {one_line(error)}"
             ) from None
     else:
         summary = stats.summarize(metrics)
@@ -558,7 +558,3 @@ def _ms(timestamp: str | None) -> int | None:
     except (TypeError, ValueError):
         return None
     return int(when.timestamp() * 1000)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
