@@ -1,0 +1,273 @@
+"""The report's numbers: what its text states and the tables its figures draw.
+
+Everything here is computed from the results tables through `sweep.stats`;
+nothing is drawn or rendered (see `figures` and `rendering`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sweep import stats
+
+ALPHA = 0.05  # significance level the report's answers use
+THRESHOLD_DROP = 10.0  # default threshold: this many points below clean accuracy
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The numbers the report states, independent of how they are rendered."""
+
+    title: str
+    paired: bool
+    seeds: tuple[int, ...]  # every seed seen (unpaired: one per replica)
+    per_count: int  # replicas per count
+    counts: tuple[int, ...]  # poisoned counts, ascending
+    epoch: int
+    epochs: int
+    level: float
+    source: str
+    target: str
+    source_id: int
+    target_id: int
+    strategy: str
+    diverged: tuple[tuple[int, int], ...]  # (count, seed) of diverged replicas
+    seeds_note: str | None
+    threshold: float
+    threshold_given: bool
+    threshold_result: tuple[float, tuple[float, float]]
+    threshold_text: str
+    significant: dict  # class name -> (smallest count Holm, smallest count BH)
+    moved: tuple[int, ...]  # class ids with BH-adjusted p < ALPHA at some count
+    twin_corr: float  # median over rows
+    width_ratio: float  # median over rows
+    source_ratio: float  # source class at the largest count
+    pooled_sd: float
+    mde_median: float
+    mde_source: float
+    seeds_for_one_point: int | None
+    min_p: float
+    family: int
+
+
+def _median(values: pd.Series) -> float:
+    finite = values.to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+def _diverged(metrics: pd.DataFrame, epoch: int) -> tuple[tuple[int, int], ...]:
+    early = metrics[metrics["epoch"] <= epoch]
+    flagged = early.groupby(["replica", "count", "seed"])["diverged"].any()
+    rows = flagged[flagged].reset_index()
+    return tuple(
+        (int(c), int(s)) for c, s in zip(rows["count"], rows["seed"], strict=True)
+    )
+
+
+def facts_of(
+    results: stats.Results,
+    summary: pd.DataFrame,
+    *,
+    level: float,
+    threshold: float | None,
+    rng: np.random.Generator,
+) -> Facts:
+    """Everything the report text states about a sweep.
+
+    Args:
+      results: the loaded results folder.
+      summary: its `stats.summarize` table.
+      level: interval level.
+      threshold: source accuracy (percent) for the threshold question, or None
+        for THRESHOLD_DROP points below the clean source accuracy (half of it
+        when that is under twice the drop).
+      rng: resampling generator for the threshold interval.
+
+    Returns:
+      The facts.
+    """
+    manifest, metrics = results.manifest, results.metrics
+    config = manifest.get("config", {})
+    names = list(
+        summary.drop_duplicates("class_id").sort_values("class_id")["class_name"]
+    )
+    ids = sorted(summary["class_id"].unique().tolist())
+    name_of = dict(zip(ids, names, strict=True))
+    source_id = manifest.get("source_id")
+    target_id = manifest.get("target_id")
+    source_id = int(
+        _most_moved(summary, lowest=True) if source_id is None else source_id
+    )
+    target_id = int(
+        _most_moved(summary, lowest=False) if target_id is None else target_id
+    )
+    epoch = int(summary["epoch"].iloc[0])
+    paired = bool(summary["paired"].iloc[0])
+    clean = metrics[(metrics["count"] == 0) & (metrics["epoch"] == epoch)]
+    clean = clean[clean["class_id"] == source_id]
+    clean = clean[~clean["replica"].isin(diverged_replicas(metrics, epoch))]
+    given = threshold is not None
+    if threshold is None:
+        start = float(clean["accuracy"].mean()) if len(clean) else 0.0
+        # A weak model's clean accuracy may sit near the drop: halve it instead.
+        threshold = (
+            float(round(start - THRESHOLD_DROP))
+            if start > 2 * THRESHOLD_DROP
+            else round(start / 2, 1)
+        )
+    answer = stats.threshold_count(
+        metrics, class_id=source_id, threshold=threshold, level=level, rng=rng
+    )
+    counts = tuple(sorted(int(c) for c in summary["count"].unique()))
+    usable = summary[(summary["class_id"] == source_id) & (summary["n_seeds"] > 0)]
+    text = stats.describe_threshold(
+        answer,
+        threshold=threshold,
+        class_name=name_of[source_id],
+        largest_count=int(usable["count"].max()) if len(usable) else counts[-1],
+        level=level,
+    )
+    moved = summary.groupby("class_id")["p_bh"].min()
+    moved_ids = tuple(int(k) for k in moved[moved < ALPHA].index)
+    significant = {
+        name_of[k]: (
+            stats.smallest_significant_count(summary, k, alpha=ALPHA, adjust="holm"),
+            stats.smallest_significant_count(summary, k, alpha=ALPHA, adjust="bh"),
+        )
+        for k in dict.fromkeys((source_id, target_id, *moved_ids))
+    }
+    top = summary[(summary["count"] == counts[-1]) & (summary["class_id"] == source_id)]
+    sd = stats.pooled_delta_sd(summary)
+    n_seeds = int(summary["n_seeds"].max())
+    return Facts(
+        title=manifest.get("sweep_id", results.path.name),
+        paired=paired,
+        seeds=tuple(sorted(int(s) for s in metrics["seed"].unique())),
+        per_count=int(metrics.drop_duplicates("replica").groupby("count").size().max()),
+        counts=counts,
+        epoch=epoch,
+        epochs=int(metrics["epoch"].max()),
+        level=level,
+        source=name_of[source_id],
+        target=name_of[target_id],
+        source_id=source_id,
+        target_id=target_id,
+        strategy=str(config.get("strategy", "flip")),
+        diverged=_diverged(metrics, epoch),
+        seeds_note=stats.seeds_note(summary),
+        threshold=threshold,
+        threshold_given=given,
+        threshold_result=answer,
+        threshold_text=text,
+        significant=significant,
+        moved=moved_ids,
+        twin_corr=_median(summary["twin_corr"]),
+        width_ratio=_median(summary["width_ratio"]),
+        source_ratio=float(top["width_ratio"].iloc[0]) if len(top) else math.nan,
+        pooled_sd=sd,
+        mde_median=_median(summary["mde"]),
+        mde_source=float(top["mde"].iloc[0]) if len(top) else math.nan,
+        seeds_for_one_point=(
+            stats.seeds_needed(1.0, sd) if np.isfinite(sd) and sd > 0 else None
+        ),
+        min_p=stats.min_attainable_p(n_seeds) if paired else math.nan,
+        family=int(summary["p_value"].notna().sum()),
+    )
+
+
+def _most_moved(summary: pd.DataFrame, *, lowest: bool) -> int:
+    """Old manifests without source/target ids: the class that moved most."""
+    top = summary[summary["count"] == summary["count"].max()]
+    row = top.loc[top["delta_mean"].idxmin() if lowest else top["delta_mean"].idxmax()]
+    return int(row["class_id"])
+
+
+def diverged_replicas(metrics: pd.DataFrame, epoch: int) -> set[int]:
+    early = metrics[metrics["epoch"] <= epoch]
+    flagged = early.groupby("replica")["diverged"].any()
+    return set(flagged[flagged].index.tolist())
+
+
+# Tables the figures draw.
+
+
+def confusion_means(
+    confusion: pd.DataFrame, *, epoch: int, skip: set[int], k: int
+) -> dict[int, np.ndarray]:
+    """count -> (K, K) row-normalised percent, mean over usable replicas."""
+    table = confusion[(confusion["epoch"] == epoch) & ~confusion["replica"].isin(skip)]
+    means = {}
+    for count, group in table.groupby("count"):
+        replicas = np.sort(group["replica"].unique())
+        grid = np.zeros((replicas.size, k, k))  # (R, true, predicted)
+        r = np.searchsorted(replicas, group["replica"].to_numpy())
+        grid[r, group["true_id"], group["pred_id"]] = group["n"].to_numpy()
+        totals = grid.sum(axis=2, keepdims=True)
+        share = 100 * grid / np.where(totals > 0, totals, 1)
+        means[int(count)] = share.mean(axis=0)
+    return means
+
+
+def class_distribution(
+    labels: np.ndarray, poisoned: pd.DataFrame, k: int
+) -> pd.DataFrame:
+    """Training label counts per class, clean and after each count's poisoning.
+
+    Args:
+      labels: (N,) clean training labels.
+      poisoned: poisoned.parquet rows; with per-seed draws the lowest seed is
+        shown (every seed flips the same number of labels).
+      k: number of classes.
+
+    Returns:
+      Rows: class id; columns: 0 (clean) and each count (images).
+    """
+    before = np.bincount(labels, minlength=k)
+    columns = {0: before}
+    for count, group in poisoned.groupby("count"):
+        if int(count) == 0:
+            continue
+        group = group[group["seed"] == group["seed"].min()]
+        after = (
+            before
+            - np.bincount(group["old_label"], minlength=k)
+            + np.bincount(group["new_label"], minlength=k)
+        )
+        columns[int(count)] = after
+    return pd.DataFrame(columns)
+
+
+def training_curves(
+    metrics: pd.DataFrame, *, level: float, skip: set[int]
+) -> pd.DataFrame:
+    """Per count x epoch mean and t interval over seeds of the per-epoch metrics.
+
+    Returns:
+      Rows count, epoch, metric, mean, low, high, n.
+    """
+    columns = ["train_loss", "test_loss", "train_accuracy", "test_accuracy"]
+    per_replica = metrics.drop_duplicates(["replica", "epoch"])
+    per_replica = per_replica[~per_replica["replica"].isin(skip)]
+    rows = []
+    for (count, epoch), group in per_replica.groupby(["count", "epoch"]):
+        for column in columns:
+            mean, (low, high) = stats.t_interval(
+                group[column].to_numpy(dtype=float), level=level
+            )
+            rows.append(
+                {
+                    "count": int(count),
+                    "epoch": int(epoch),
+                    "metric": column,
+                    "mean": mean,
+                    "low": low,
+                    "high": high,
+                    "n": len(group),
+                }
+            )
+    return pd.DataFrame(rows)

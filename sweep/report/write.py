@@ -1,0 +1,191 @@
+"""`write_report`: a results folder in, report.md, report.html and PNGs out.
+
+It reads a finished results folder, recomputes every statistic (`sweep.stats`,
+fixed generator so the report is reproducible), rewrites summary.parquet,
+draws the figures (`figures`) from the numbers (`facts`) and lays them out
+(`rendering`). Figures that need the training images are skipped with a note
+when the data cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from sweep import results as results_lib
+from sweep import stats
+from sweep.errors import SweepError
+from sweep.report import facts as facts_lib
+from sweep.report import figures, rendering, training_set
+from sweep.report.facts import Facts
+from sweep.report.rendering import Block, key_table
+
+FLIPPED_SHOWN = 24  # images in the flipped-image grid
+REPORT_SEED = 0  # the report's resampling generator: same folder, same report
+
+
+def write_report(
+    results_dir: str | os.PathLike,
+    *,
+    level: float = 0.95,
+    threshold: float | None = None,
+    on_facts: Callable[[Facts], None] | None = None,
+) -> Path:
+    """Write report.md, report.html, the PNG figures and summary.parquet.
+
+    Args:
+      results_dir: a finished sweep's results folder (written into).
+      level: confidence level of every interval.
+      threshold: source accuracy (percent) for the threshold question; None
+        uses THRESHOLD_DROP points below the clean source accuracy.
+      on_facts: called with the report's numbers once it is written (the CLI
+        prints the headline answers from them).
+
+    Returns:
+      The path of report.html.
+    """
+    if not 0 < level < 1:
+        raise SweepError(f"--level must be between 0 and 1 (e.g. 0.95), got {level}")
+    if threshold is not None and not 0 <= threshold <= 100:
+        raise SweepError(f"--threshold is a percent (0-100), got {threshold}")
+    results = stats.load_results(results_dir)
+    out = results.path
+    metrics = results.metrics
+    rng = np.random.default_rng(REPORT_SEED)
+    summary = stats.summarize(metrics, level=level, rng=rng)
+    if summary.empty:
+        raise SweepError(f"{out} has no poisoned replicas: nothing to report")
+    results_lib.write_parquet(summary, out / "summary.parquet")
+    facts = facts_lib.facts_of(
+        results, summary, level=level, threshold=threshold, rng=rng
+    )
+    class_names = tuple(
+        summary.drop_duplicates("class_id").sort_values("class_id")["class_name"]
+    )
+    skip = facts_lib.diverged_replicas(metrics, facts.epoch)
+    blocks = rendering.text_blocks(facts, summary)
+    pngs: dict[str, bytes] = {}
+    notes: list[str] = []
+
+    def add(name: str, caption: str, draw: Callable[[], Figure]) -> None:
+        pngs[name] = rendering.png_bytes(draw())
+        results_lib.atomic_write_bytes(out / name, pngs[name])
+        blocks.append(Block("img", name, items=(caption,)))
+
+    blocks.append(Block("h2", "Figures"))
+    shown = dict.fromkeys((facts.source_id, facts.target_id, *facts.moved))
+    curves = {
+        class_names[k]: stats.dose_response(metrics, class_id=k, level=level, rng=rng)
+        for k in shown
+    }
+    source_curve = stats.dose_response(
+        metrics,
+        class_id=facts.source_id,
+        level=level,
+        rng=rng,
+        increasing=False,
+        absolute=True,
+    )
+    add(
+        "dose_response.png",
+        f"Dose-response: accuracy change vs flipped labels (mean with {level:.0%} t "
+        "interval, isotonic fit, seed-bootstrap band); last panel: "
+        f"{facts.source} accuracy and the {facts.threshold:g}% threshold.",
+        lambda: figures.figure_dose_response(
+            curves,
+            summary,
+            level=level,
+            threshold_curve=source_curve,
+            threshold=facts.threshold,
+            answer=facts.threshold_result,
+            source=facts.source,
+        ),
+    )
+    groups = stats.accuracy_by_count(metrics, level=level)
+    add(
+        "class_accuracy.png",
+        "The notebook's accuracy comparison, per class, clean vs poisoned at the "
+        f"largest count ({facts.counts[-1]}), now with {level:.0%} t interval bars.",
+        lambda: figures.figure_class_accuracy(
+            groups, count=facts.counts[-1], level=level
+        ),
+    )
+    if results.confusion is not None and len(results.confusion):
+        means = facts_lib.confusion_means(
+            results.confusion, epoch=facts.epoch, skip=skip, k=len(class_names)
+        )
+        if 0 in means and len(means) > 1:
+            add(
+                "confusion.png",
+                "Test confusion, row percent, mean over seeds: clean, poisoned at "
+                "each count, and poisoned minus clean.",
+                lambda: figures.figure_confusion(means, class_names),
+            )
+    else:
+        notes.append("confusion.parquet is missing: no confusion matrices.")
+    add(
+        "training_curves.png",
+        f"Per-epoch train and test loss and accuracy per count (mean over seeds, "
+        f"{level:.0%} t band).",
+        lambda: figures.figure_training_curves(
+            facts_lib.training_curves(metrics, level=level, skip=skip), level=level
+        ),
+    )
+    training, why = training_set.load_training_set(results.manifest, results.poisoned)
+    if results.poisoned is None or not len(results.poisoned):
+        notes.append("poisoned.parquet is missing: no label distribution or images.")
+    elif training is None:
+        notes.append(f"Label distribution and flipped images skipped: {why}.")
+    else:
+        table = facts_lib.class_distribution(
+            training.labels, results.poisoned, len(class_names)
+        )
+        add(
+            "class_distribution.png",
+            "Training labels per class before and after poisoning at each count.",
+            lambda: figures.figure_class_distribution(table, class_names),
+        )
+        largest = results.poisoned[results.poisoned["count"] == facts.counts[-1]]
+        largest = largest[largest["seed"] == largest["seed"].min()]
+        largest = largest.sort_values("index").head(FLIPPED_SHOWN)
+        index = largest["index"].to_numpy(dtype=np.int64)
+        add(
+            "flipped_images.png",
+            f"Flipped training images at count {facts.counts[-1]} (first "
+            f"{len(index)} by index), old -> new label.",
+            lambda: figures.figure_flipped_images(
+                training.images[training.rows[index]],
+                largest["old_label"].to_numpy(),
+                largest["new_label"].to_numpy(),
+                class_names,
+                title=f"flipped at count {facts.counts[-1]}",
+            ),
+        )
+    if notes:
+        blocks.append(Block("ul", items=tuple(notes)))
+    blocks += [
+        Block("h2", f"{facts.source} and {facts.target}"),
+        Block(
+            "p",
+            "Deltas in percentage points (poisoned minus clean), intervals at "
+            f"{level:.0%}; width ratio = paired t width / Welch width; MDE at alpha "
+            f"{stats.POWER_ALPHA:g}, power {stats.POWER_TARGET:.0%}. Every statistic "
+            "of every class is in summary.parquet.",
+        ),
+        Block("table", table=key_table(summary, [facts.source_id, facts.target_id])),
+        Block("h2", "All classes"),
+        Block(
+            "table", table=key_table(summary, sorted(summary["class_id"].unique()))
+        ),
+    ]
+    markdown = rendering.markdown(blocks)
+    results_lib.atomic_write_bytes(out / "report.md", markdown.encode())
+    page = rendering.html_page(blocks, pngs, facts.title)
+    results_lib.atomic_write_bytes(out / "report.html", page.encode())
+    if on_facts is not None:
+        on_facts(facts)
+    return out / "report.html"
