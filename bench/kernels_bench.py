@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import json
 import os
 import platform
@@ -37,63 +36,57 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
-from kernels import conv, dense, pool
+from bench import flax_cnn
+from bench import kernel_baselines as baselines
+from kernels import conv, pool
 from kernels.select import choose
+from sweep import model, provenance
 
 IMAGE = (32, 32, 3)
 CLASSES = 10
-CONVS = ((3, 32), (32, 64), (64, 128))  # (in, out) channels
-DENSES = ((2048, 512), (512, CLASSES))  # (in, out) features
 DROPOUT = 0.5
+# conv1..conv3 (in, out) channels, for the header's "auto" column.
+CONVS = tuple((s[2], s[3]) for name, _, s in model.LAYOUT if name.startswith("conv"))
 
 
-def init_params(key: jax.Array, replicas: int) -> dict:
-    """SimpleCNN parameters with a leading replica axis; LeCun-normal weights."""
-    keys = jax.random.split(key, len(CONVS) + len(DENSES))
-    shapes = [(3, 3, cin, cout) for cin, cout in CONVS] + list(DENSES)
-    params = {}
-    for i, (k, shape) in enumerate(zip(keys, shapes)):
-        fan_in = int(np.prod(shape[:-1]))
-        w = jax.random.normal(k, (replicas, *shape)) / np.sqrt(fan_in)
-        params[f"layer{i}"] = (w, jnp.zeros((replicas, shape[-1])))
-    return params
+def init_params(key: jax.Array, replicas: int) -> model.Params:
+    """SimpleCNN parameters as the engine draws them, one init per replica."""
+    return jax.vmap(model.init)(jax.random.split(key, replicas))
+
+
+def bench_layers(impls: tuple[str, str, str], dtype) -> model.Layers:
+    """`model.batched_layers` with each layer's formulation chosen, baselines too."""
+    conv_impl, pool_impl, dense_impl = impls
+    return model.batched_layers("auto", jnp.dtype(dtype).name)._replace(
+        conv=lambda x, w, b: baselines.conv3x3(
+            x, w, b, impl=conv_impl, compute_dtype=dtype
+        ),
+        pool=lambda x: baselines.maxpool2(x, impl=pool_impl),
+        dense=lambda x, w, b: baselines.dense(
+            x, w, b, impl=dense_impl, compute_dtype=dtype
+        ),
+    )
 
 
 def forward(params, x, dropout_key, *, impls: tuple[str, str, str], dtype):
     """Replica-batched SimpleCNN logits: x (R, B, 32, 32, 3) -> (R, B, 10)."""
-    conv_impl, pool_impl, dense_impl = impls
-    for i in range(len(CONVS)):
-        w, b = params[f"layer{i}"]
-        x = conv.conv3x3(x, w, b, impl=conv_impl, compute_dtype=dtype)
-        x = pool.maxpool2(jax.nn.relu(x), impl=pool_impl)
-    x = x.reshape(*x.shape[:2], -1)  # (R, B, 2048)
-    w, b = params["layer3"]
-    x = jax.nn.relu(dense.dense(x, w, b, impl=dense_impl, compute_dtype=dtype))
-    x = _dropout(x, dropout_key)
-    w, b = params["layer4"]
-    return dense.dense(x, w, b, impl=dense_impl, compute_dtype=dtype)
+    keys = jax.random.split(dropout_key, x.shape[0])
+    return model.apply(params, x, layers=bench_layers(impls, dtype),
+                       dropout=DROPOUT, dropout_key=keys)
+
+
+# The plain single model, with the reshape pool the batched model uses: the
+# baseline should differ from a replica only in the replica axis.
+SINGLE_LAYERS = model.single_layers()._replace(
+    pool=lambda x: pool.maxpool2(x, impl="reshape")
+)
 
 
 def forward_single(params, x, dropout_key):
     """One plain model, no replica axis: x (B, 32, 32, 3) -> (B, 10)."""
-    for i in range(len(CONVS)):
-        w, b = params[f"layer{i}"]
-        x = lax.conv_general_dilated(
-            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        x = pool.maxpool2(jax.nn.relu(x + b), impl="reshape")
-    x = x.reshape(x.shape[0], -1)
-    w, b = params["layer3"]
-    x = _dropout(jax.nn.relu(x @ w + b), dropout_key)
-    w, b = params["layer4"]
-    return x @ w + b
-
-
-def _dropout(x: jax.Array, key: jax.Array) -> jax.Array:
-    keep = jax.random.bernoulli(key, 1.0 - DROPOUT, x.shape)
-    return jnp.where(keep, x / (1.0 - DROPOUT), 0.0)
+    return model.apply(params, x, layers=SINGLE_LAYERS, dropout=DROPOUT,
+                       dropout_key=dropout_key)
 
 
 def make_step(logits_fn: Callable, tx: optax.GradientTransformation) -> Callable:
@@ -114,25 +107,12 @@ def make_step(logits_fn: Callable, tx: optax.GradientTransformation) -> Callable
 
 def flax_step(tx: optax.GradientTransformation, batch: int):
     """A plain ``flax.linen`` SimpleCNN step and its parameters, for context."""
-    import flax.linen as nn
-
-    class SimpleCNN(nn.Module):
-        @nn.compact
-        def __call__(self, x, train: bool = True):
-            for _, cout in CONVS:
-                x = nn.Conv(cout, (3, 3), padding=1)(x)
-                x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-            x = x.reshape(x.shape[0], -1)
-            x = nn.relu(nn.Dense(DENSES[0][1])(x))
-            x = nn.Dropout(DROPOUT, deterministic=not train)(x)
-            return nn.Dense(CLASSES)(x)
-
-    model = SimpleCNN()
+    net = flax_cnn.simple_cnn(dropout=DROPOUT, classes=CLASSES)
     x0 = jnp.zeros((batch, *IMAGE))
-    params = model.init(jax.random.key(0), x0, train=False)["params"]
+    params = net.init(jax.random.key(0), x0, train=False)["params"]
 
     def logits_fn(p, x, key):
-        return model.apply({"params": p}, x, train=True, rngs={"dropout": key})
+        return net.apply({"params": p}, x, train=True, rngs={"dropout": key})
 
     return make_step(logits_fn, tx), params
 
@@ -307,7 +287,9 @@ def report(row: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--replicas", default="1,4,8,16", help="comma-separated R values")
-    p.add_argument("--convs", default=",".join(conv.IMPLS + ("auto",)))
+    p.add_argument(
+        "--convs", default=",".join(conv.IMPLS + baselines.CONV_IMPLS + ("auto",))
+    )
     p.add_argument("--pools", default="", help="pool impls to compare (conv auto)")
     p.add_argument("--denses", default="", help="dense impls to compare (conv auto)")
     p.add_argument("--batch", type=int, default=128)
@@ -340,10 +322,8 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": os.getloadavg(),
         "machine": platform.machine(),
         "python": sys.version.split()[0],
-        "versions": {
-            name: importlib.metadata.version(name)
-            for name in ("jax", "jaxlib", "flax", "optax", "numpy")
-        },
+        "versions": provenance.versions(("jax", "jaxlib", "flax", "optax", "numpy")),
+        "commit": provenance.git_commit(mark_dirty=True),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "batch": args.batch,
         "compute_dtype": args.compute_dtype,
@@ -367,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     # The baseline: one plain model, re-timed beside every R so that it sees the
     # same background load as the cases it is compared with.
     x1, y1 = data((args.batch,))
-    params1 = jax.tree.map(lambda a: a[0], init_params(jax.random.key(0), 1))
+    params1 = model.init(jax.random.key(0))
     single = Case("single", 1, make_step(forward_single, tx), params1, tx, x1, y1)
     context = []
     if not args.no_flax:

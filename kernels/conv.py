@@ -1,4 +1,4 @@
-"""Replica-batched 3x3 'same' convolution, in several formulations.
+"""Replica-batched 3x3 'same' convolution, in the formulations `select` picks.
 
 Every formulation computes, for each replica r, the ordinary convolution of
 ``x[r]`` with ``w[r]`` plus ``b[r]``; they differ only in what XLA is asked to
@@ -11,12 +11,9 @@ measurements and picks one for ``impl="auto"``):
 - ``im2col``: the nine shifted copies of the zero-padded input, side by side,
   form ``(R, B*H*W, 9*C)`` patches that meet ``w`` as ``(R, 9*C, O)`` in one
   batched GEMM (two more in the backward pass). Cost per replica is flat in R.
-- ``map``: ``lax.map`` over replicas of the plain convolution. Sequential by
-  design; on XLA:CPU a convolution inside a loop body is ~40x slower, so this
-  exists only to be measured.
-- ``unroll``: the plain convolution written out once per replica at trace time,
-  then stacked. Each replica gets XLA's own convolution; the program (and its
-  compile time) grows with R, so ``auto`` uses it only for small R.
+
+Formulations no backend picks (``map``, ``unroll``) are baselines in
+``bench/kernel_baselines.py``.
 """
 
 from __future__ import annotations
@@ -27,13 +24,13 @@ from jax import lax
 
 from kernels.select import check_impl, choose
 
-IMPLS: tuple[str, ...] = ("vmap", "im2col", "map", "unroll")
+IMPLS: tuple[str, ...] = ("vmap", "im2col")
 
 # NHWC activations, HWIO kernels: the layout Flax uses and XLA:CPU prefers.
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv_one(x: jax.Array, w: jax.Array, out_dtype) -> jax.Array:
+def conv_single(x: jax.Array, w: jax.Array, out_dtype) -> jax.Array:
     """Plain 3x3 'same' convolution of one replica, (B,H,W,C) * (3,3,C,O)."""
     return lax.conv_general_dilated(
         x,
@@ -99,13 +96,9 @@ def conv3x3(
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     xc, wc = x.astype(compute_dtype), w.astype(compute_dtype)
     if impl == "vmap":
-        y = jax.vmap(lambda xi, wi: _conv_one(xi, wi, out_dtype))(xc, wc)
-    elif impl == "im2col":
+        y = jax.vmap(lambda xi, wi: conv_single(xi, wi, out_dtype))(xc, wc)
+    else:  # im2col
         y = _conv_im2col(xc, wc, out_dtype)
-    elif impl == "map":
-        y = lax.map(lambda xw: _conv_one(xw[0], xw[1], out_dtype), (xc, wc))
-    else:  # unroll
-        y = jnp.stack([_conv_one(xi, wi, out_dtype) for xi, wi in zip(xc, wc)])
     return y + b[:, None, None, None, :].astype(out_dtype)
 
 

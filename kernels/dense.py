@@ -2,8 +2,9 @@
 
 - ``einsum``: one batched matmul ``'rbi,rio->rbo'`` (a ``dot_general`` with the
   replica axis as batch dimension), forward and backward.
-- ``vmap``: ``jax.vmap`` of the single-model ``x @ w``; XLA is handed the same
-  batched ``dot_general``, kept as a cross-check of that claim.
+
+The ``vmap`` formulation (``jax.vmap`` of ``x @ w``, the same batched
+``dot_general`` to XLA) is a cross-check in ``bench/kernel_baselines.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from jax import lax
 
 from kernels.select import check_impl, choose
 
-IMPLS: tuple[str, ...] = ("einsum", "vmap")
+IMPLS: tuple[str, ...] = ("einsum",)
 
 
 def dense(
@@ -43,12 +44,7 @@ def dense(
     check_impl("dense", impl, IMPLS)
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     xc, wc = x.astype(compute_dtype), w.astype(compute_dtype)
-    if impl == "einsum":
-        y = jnp.einsum("rbi,rio->rbo", xc, wc, preferred_element_type=out_dtype)
-    else:
-        y = jax.vmap(lambda xi, wi: lax.dot(xi, wi, preferred_element_type=out_dtype))(
-            xc, wc
-        )
+    y = jnp.einsum("rbi,rio->rbo", xc, wc, preferred_element_type=out_dtype)
     return y + b[:, None, :].astype(out_dtype)
 
 

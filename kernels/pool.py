@@ -1,29 +1,26 @@
-"""Replica-batched 2x2 max pooling (stride 2), in two formulations.
+"""Replica-batched 2x2 max pooling (stride 2).
 
 - ``reshape``: split H and W into (H/2, 2) and (W/2, 2) and take ``jnp.max``
   over the two size-2 axes. The backward pass is a compare-and-select fused
-  into one elementwise loop.
-- ``window``: ``lax.reduce_window`` with a 2x2 window, whose backward pass is
-  XLA's select-and-scatter.
+  into one elementwise loop. Works on any leading axes: (R, B, H, W, C), ...
 
-Both work on any leading axes: (R, B, H, W, C), (B, H, W, C), ...
+The ``window`` formulation (``lax.reduce_window``, select-and-scatter backward,
+~30% of a CPU step slower) is a baseline in ``bench/kernel_baselines.py``.
 
-Ties: ``jnp.max``'s gradient is split equally among tied maxima, and
-select-and-scatter sends it all to the first one, as PyTorch does. After a ReLU
-the only realistic ties are at 0, where the ReLU's gradient is 0 anyway, so the
-two agree on any gradient that reaches the weights; tests compare them on
-inputs without ties.
+Ties: ``jnp.max``'s gradient is split equally among tied maxima, where
+select-and-scatter (and PyTorch) send it all to the first one. After a ReLU the
+only realistic ties are at 0, where the ReLU's gradient is 0 anyway, so the
+two agree on any gradient that reaches the weights.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from kernels.select import check_impl, choose
 
-IMPLS: tuple[str, ...] = ("reshape", "window")
+IMPLS: tuple[str, ...] = ("reshape",)
 
 
 def maxpool2(x: jax.Array, *, impl: str = "auto") -> jax.Array:
@@ -41,12 +38,7 @@ def maxpool2(x: jax.Array, *, impl: str = "auto") -> jax.Array:
     impl = choose("pool", replicas=replicas) if impl == "auto" else impl
     check_impl("pool", impl, IMPLS)
     *lead, h, w, c = x.shape
-    if impl == "reshape":
-        return jnp.max(x.reshape(*lead, h // 2, 2, w // 2, 2, c), axis=(-4, -2))
-    ones = (1,) * len(lead)
-    return lax.reduce_window(
-        x, -jnp.inf, lax.max, ones + (2, 2, 1), ones + (2, 2, 1), "VALID"
-    )
+    return jnp.max(x.reshape(*lead, h // 2, 2, w // 2, 2, c), axis=(-4, -2))
 
 
 def maxpool2_reference(x: jax.Array) -> jax.Array:

@@ -31,8 +31,9 @@ Those are steps timed alone. The engine runs a whole epoch inside one
 ``lax.scan``, and there XLA:CPU's own convolution falls off a cliff: inside a
 while loop it is not dispatched to Eigen, and a 2-replica ``unroll`` step took
 4.8 s against 0.115 s outside the loop (``im2col``: 0.10 s inside, the same
-as outside). So on CPU ``auto`` is ``im2col`` for every layer and R; ``unroll``
-stays available for steps jitted on their own.
+as outside). So on CPU ``auto`` is ``im2col`` for every layer and R. ``map``,
+``unroll``, pool ``window`` and dense ``vmap`` are never chosen; they are
+baselines in ``bench/kernel_baselines.py``, which the bench still times.
 
 GPU and TPU rows are not measured yet (no accelerator was available): ``vmap``
 lets cuDNN / the TPU compiler run one grouped convolution per layer, which is
@@ -47,7 +48,10 @@ from __future__ import annotations
 
 import jax
 
-from sweep.errors import SweepError
+
+class KernelError(ValueError):
+    """An unknown op or formulation name (callers above may translate it)."""
+
 
 # op -> backend -> impl. Shape-independent today: no measured shape changed a
 # winner inside the epoch loop (the CPU table above).
@@ -78,7 +82,7 @@ def choose(
       An entry of that op's ``IMPLS``.
     """
     if op not in TABLE:
-        raise SweepError(f"unknown kernel op {op!r}; expected one of {tuple(TABLE)}")
+        raise KernelError(f"unknown kernel op {op!r}; expected one of {tuple(TABLE)}")
     backend = jax.default_backend() if backend is None else backend
     backend = "gpu" if backend in ("cuda", "rocm") else backend
     row = TABLE[op]
@@ -90,6 +94,6 @@ def choose(
 def check_impl(op: str, impl: str, impls: tuple[str, ...]) -> None:
     """Refuse an impl name that ``op`` does not have, in one line."""
     if impl not in impls:
-        raise SweepError(
+        raise KernelError(
             f"unknown {op} kernel {impl!r}; expected 'auto' or one of {impls}"
         )

@@ -108,9 +108,12 @@ def check_kernel(name: str) -> None:
     """Refuse an unknown --kernel now, not when the first chunk compiles."""
     if name != "auto":
         from kernels import conv
-        from kernels.select import check_impl
+        from kernels.select import KernelError, check_impl
 
-        check_impl("conv", name, conv.IMPLS)
+        try:
+            check_impl("conv", name, conv.IMPLS)
+        except KernelError as e:  # kernels/ knows nothing of sweep's errors
+            raise SweepError(str(e)) from None
 
 
 def default_out(config: Config, class_names, source: int, target: int) -> Path:

@@ -99,7 +99,7 @@ def test_replica_in_sweep_equals_replica_trained_alone(tiny, kernel):
                                       alone_history[-1].confusion[0])
 
 
-@pytest.mark.parametrize("kernel", ["im2col", "vmap", "map"])
+@pytest.mark.parametrize("kernel", ["im2col", "vmap"])
 def test_batched_gradients_equal_the_plain_single_model(kernel):
     """One step's loss and gradients, dropout included, against unbatched layers."""
     rng = np.random.default_rng(1)
