@@ -41,18 +41,7 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
     from sweep import engine as engine_lib
 
     c = p.config
-    recipe = engine_lib.Recipe(
-        n_train=len(p.train_labels),
-        n_classes=len(p.dataset.class_names),
-        # A batch larger than the data is the whole data, as a DataLoader gives
-        # it; padding to the asked size would only waste memory.
-        batch_size=min(c.batch_size, len(p.train_labels)),
-        lr=c.lr,
-        dropout=c.dropout,
-        kernel=c.kernel,
-        compute_dtype=c.compute_dtype,
-        eval_batch_size=min(c.eval_batch_size, len(p.dataset.test_labels)),
-    )
+    recipe = p.recipe()
     if size_hint and not c.replicas_per_step:
         size = size_hint  # already even over the whole sweep
     else:

@@ -41,7 +41,8 @@ class Config:
     seed_start: int = 0
     paired: bool = True  # twins of one seed share init, order and dropout
 
-    # Training recipe (the reference notebook's).
+    # Training recipe (the reference notebook's). These and the engine fields
+    # below reach the engine by name (`run.recipe_for` builds its Recipe).
     epochs: int = 5
     batch_size: int = 128
     lr: float = 1e-3  # Adam

@@ -41,7 +41,12 @@ class EpochMetrics(NamedTuple):
 
 @dataclass(frozen=True)
 class Recipe:
-    """The fixed settings one compiled sweep is built for."""
+    """The fixed settings one compiled sweep is built for.
+
+    A sweep builds it from its Config, field by field of the same name
+    (`sweep.run.recipe_for`); the defaults are the reference recipe, the same
+    as Config's (tests/test_layout.py), so the engine also runs on its own.
+    """
 
     n_train: int
     n_classes: int

@@ -63,6 +63,12 @@ class Prepared:
     def poison_key(self, seed: int, count: int) -> tuple[int, int]:
         return (count, seed if self.config.poison_per_seed else -1)
 
+    def recipe(self):
+        """The engine's `Recipe` for this sweep's data (see `recipe_for`)."""
+        return recipe_for(self.config, n_train=len(self.train_labels),
+                          n_classes=len(self.dataset.class_names),
+                          n_test=len(self.dataset.test_labels))
+
     def replica_labels(self, replica: int) -> np.ndarray:
         seed, count = self.grid.replica(replica)
         return self.labels[self.poison_key(seed, count)]
@@ -114,6 +120,27 @@ def check_kernel(name: str) -> None:
             check_impl("conv", name, conv.IMPLS)
         except KernelError as e:  # kernels/ knows nothing of sweep's errors
             raise SweepError(str(e)) from None
+
+
+def recipe_for(config: Config, *, n_train: int, n_classes: int, n_test: int):
+    """The engine's `Recipe` for a sweep: its training fields, taken by name.
+
+    Every Recipe field but the data's sizes is a Config field of the same name
+    (tests/test_layout.py holds them to it), so the config is the one source.
+    A batch larger than the data is the whole data, as a DataLoader gives it;
+    padding to the asked size would only waste memory.
+    """
+    import dataclasses
+
+    from sweep import engine as engine_lib
+
+    shared = {f.name for f in dataclasses.fields(engine_lib.Recipe)} - {
+        "n_train", "n_classes"
+    }
+    values = {name: getattr(config, name) for name in shared}
+    values["batch_size"] = min(config.batch_size, n_train)
+    values["eval_batch_size"] = min(config.eval_batch_size, n_test)
+    return engine_lib.Recipe(n_train=n_train, n_classes=n_classes, **values)
 
 
 def default_out(config: Config, class_names, source: int, target: int) -> Path:
