@@ -387,20 +387,9 @@ def xla_step_flops(recipe, train_images) -> float | None:
 
 def flax_model():
     """``(init(key) -> params, step(params, opt_state, x, y, key))``, flax.linen."""
-    import flax.linen as nn
+    from bench import flax_cnn
 
-    class SimpleCNN(nn.Module):
-        @nn.compact
-        def __call__(self, x, train: bool = True):
-            for features in (32, 64, 128):
-                x = nn.Conv(features, (3, 3), padding=1)(x)
-                x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-            x = x.reshape(x.shape[0], -1)
-            x = nn.relu(nn.Dense(512)(x))
-            x = nn.Dropout(DROPOUT, deterministic=not train)(x)
-            return nn.Dense(CLASSES)(x)
-
-    model = SimpleCNN()
+    model = flax_cnn.simple_cnn(dropout=DROPOUT, classes=CLASSES)
     tx = optax.adam(LR)
 
     def init(key):
