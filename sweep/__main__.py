@@ -72,6 +72,10 @@ def run_parser() -> Parser:
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     t.add_argument("--dropout", type=float, default=0.5)
+    t.add_argument("--optimizer", default=None, metavar="SPEC", help=(
+        "optax transform applied per replica, as optax calls, e.g. "
+        "'clip_by_global_norm(1.0), adam' (--lr fills a missing learning_rate); "
+        "default: torch's Adam"))
     e = p.add_argument_group("engine")
     e.add_argument("--replicas-per-step", type=int, default=None, help=(
         "replicas trained in one compiled step (default: as many as fit in "
@@ -118,6 +122,7 @@ def config_from(args: argparse.Namespace):
         batch_size=args.batch_size,
         lr=args.lr,
         dropout=args.dropout,
+        optimizer=args.optimizer,
         replicas_per_step=args.replicas_per_step,
         kernel=args.kernel,
         compute_dtype=args.dtype,

@@ -47,6 +47,9 @@ class Config:
     batch_size: int = 128
     lr: float = 1e-3  # Adam
     dropout: float = 0.5
+    # The optax transform as a spec (see sweep.optim), e.g.
+    # "clip_by_global_norm(1.0), adam"; None: torch's Adam at `lr`.
+    optimizer: str | None = None
 
     # Engine.
     replicas_per_step: int | None = None  # None: as many as fit the device
@@ -72,6 +75,10 @@ class Config:
     def fingerprint(self) -> str:
         """Hash of the fields that decide the numbers (what resuming must match)."""
         numbers = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        # Fields added later count only when set, so the fingerprints (and the
+        # default folder names) of sweeps that predate them stay the same.
+        numbers = {k: v for k, v in numbers.items()
+                   if not (k in LATER_FIELDS and v is None)}
         blob = json.dumps(numbers, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -80,6 +87,9 @@ class Config:
 RUNTIME_FIELDS = (
     "replicas_per_step", "eval_batch_size", "out", "report", "threshold", "mlflow"
 )
+
+# Fields added after sweeps were recorded, None meaning "as before they existed".
+LATER_FIELDS = ("optimizer",)
 
 
 def validate(c: Config) -> None:
@@ -122,6 +132,9 @@ def validate(c: Config) -> None:
     if str(c.source).strip().lower() == str(c.target).strip().lower():
         raise SweepError(f"--source and --target are both {c.source!r}")
     parse_counts(c.counts)
+    from sweep import optim  # imports optax; config stays light otherwise
+
+    optim.check(c.optimizer)
 
 
 def parse_counts(specs: tuple[str, ...]) -> tuple[tuple[float, bool], ...]:

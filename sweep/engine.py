@@ -17,12 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sweep import model
+from sweep import model, optim
 
 
 class TrainState(NamedTuple):
     params: model.Params  # every leaf (R, ...)
-    opt_state: optax.OptState  # Adam moments, (R, ...) leaves, scalar count
+    opt_state: optax.OptState  # per replica: every leaf (R, ...), Adam's count (R,)
     step: jax.Array  # () int32, optimizer steps taken so far
 
 
@@ -56,6 +56,7 @@ class Recipe:
     kernel: str = "auto"
     compute_dtype: str = "float32"
     eval_batch_size: int = 1000
+    optimizer: str | None = None  # an `optim` spec; None: the reference Adam
 
     @property
     def steps_per_epoch(self) -> int:
@@ -80,8 +81,8 @@ def replica_keys(seeds: np.ndarray, streams: np.ndarray) -> ReplicaKeys:
 
 
 def optimizer(recipe: Recipe) -> optax.GradientTransformation:
-    # torch.optim.Adam's defaults: betas (0.9, 0.999), eps 1e-8.
-    return optax.adam(recipe.lr, b1=0.9, b2=0.999, eps=1e-8)
+    """The recipe's optax transform, applied to each replica on its own."""
+    return optim.per_replica(optim.build(recipe.optimizer, recipe.lr))
 
 
 def init_state(recipe: Recipe, init_keys: jax.Array) -> TrainState:
