@@ -88,6 +88,7 @@ def prepare(config: Config) -> Prepared:
     target = poison.resolve_class(config.target, ds.class_names)
     if source == target:
         raise SweepError(f"--source and --target are both {ds.class_names[source]!r}")
+    check_measurable(ds, source, target)
     available = poison.flippable(labels, source=source, target=target,
                                  strategy=config.strategy)
     counts = poison.resolve_counts(config.counts, available=available)
@@ -108,6 +109,17 @@ def prepare(config: Config) -> Prepared:
                                                            source, target)
     return Prepared(config, ds, images, labels, rows, source, target, grid,
                     poisoned, flipped, out)
+
+
+def check_measurable(ds: data_lib.Dataset, source: int, target: int) -> None:
+    """Refuse data whose test split cannot measure the source or target class."""
+    for cls, role in ((source, "source"), (target, "target")):
+        if not np.any(ds.test_labels == cls):
+            raise SweepError(
+                f"the test split has no {ds.class_names[cls]!r} image (the {role} "
+                "class), so its accuracy cannot be measured; use data whose test "
+                "split holds both classes"
+            )
 
 
 def check_kernel(name: str) -> None:

@@ -176,6 +176,22 @@ def _batch_runs_code(tmp):
     return folder
 
 
+def _test_split_without(class_id):
+    """A tiny folder whose test split has no image of `class_id`."""
+
+    def make(tmp):
+        rng = np.random.default_rng(0)
+        train = np.repeat(np.arange(10), N_PER_CLASS)
+        test = np.repeat(np.setdiff1d(np.arange(10), [class_id]), 2)
+        ds = data.dataset_from_arrays(
+            rng.integers(0, 256, (len(train), 32, 32, 3), dtype=np.uint8), train,
+            rng.integers(0, 256, (len(test), 32, 32, 3), dtype=np.uint8), test,
+            data.CIFAR10_CLASSES, source="tiny")
+        return write_parquet_dataset(tmp / f"no-test-{class_id}", ds)
+
+    return make
+
+
 def _case(id_, argv, code, fragment, maker=None):
     return pytest.param(argv, maker, code, fragment, id=id_)
 
@@ -288,6 +304,14 @@ CASES = [
           "data_batch_1 is not a CIFAR batch: it holds a list", _batch_is_a_list),
     _case("data-pickle-runs-code", _run(), 2,
           "data_batch_1 is not a CIFAR batch: it references", _batch_runs_code),
+    _case("data-test-split-lacks-source", _run(), 2,
+          "the test split has no 'cat' image (the source class)",
+          _test_split_without(3)),
+    _case("data-test-split-lacks-target", _run(), 2,
+          "the test split has no 'dog' image (the target class)",
+          _test_split_without(5)),
+    _case("optimizer-unknown", _run("--optimizer", "adamm"), 2,
+          "--optimizer 'adamm' names 'adamm', which is not an optax function"),
     # Other commands.
     _case("report-missing-folder", ["report", "{tmp}/no-such-results"], 2,
           "no-such-results does not exist"),
