@@ -105,7 +105,15 @@ def prepare_dir(out: Path) -> None:
         (out / CHUNKS).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SweepError(f"cannot create output folder {out}: {e.strerror}") from None
-    # A writer killed mid-write (kill -9) leaves its temporary file behind.
+
+
+def remove_tmp(out: Path) -> None:
+    """Delete temporary files a writer killed mid-write (kill -9) left behind.
+
+    Only while holding the folder's lock (`sweep.lock`): a live writer's
+    temporary files look just the same.
+    """
+    out = Path(out)
     for folder in (out, out / CHUNKS):
         for tmp in folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)

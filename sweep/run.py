@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep import data as data_lib
-from sweep import poison, results
+from sweep import lock, poison, results
 from sweep.chunking import train_chunks
 from sweep.config import Config
 from sweep.errors import SweepError
@@ -194,6 +194,18 @@ def run(
     if resume and not manifest_path.exists():  # refuse before creating the folder
         raise SweepError(f"nothing to resume in {p.out}: it has no {results.MANIFEST}")
     results.prepare_dir(p.out)
+    with lock.hold(p.out):  # one writer per folder, until the end
+        results.remove_tmp(p.out)
+        train_and_write(p, manifest, t_start=t_start, log=log, progress=progress,
+                        on_facts=on_facts)
+    return p.out
+
+
+def train_and_write(p: Prepared, manifest: dict, *, t_start: float, log: Reporter,
+                    progress, on_facts) -> None:
+    """Train what is not done yet, join the tables, report; under the lock."""
+    config = p.config
+    manifest_path = p.out / results.MANIFEST
     size_hint = None
     if manifest_path.exists():
         old = results.read_manifest(p.out)
@@ -230,7 +242,6 @@ def run(
         from sweep import tracking
 
         log(f"mlflow: {tracking.log_sweep(p.out, config.mlflow)}")
-    return p.out
 
 
 def finalize(out: Path, manifest: dict) -> None:
