@@ -21,6 +21,7 @@ import platform
 import time
 from pathlib import Path
 
+from sweep import results
 from sweep.errors import SweepError
 
 LOCK = ".lock"
@@ -113,8 +114,18 @@ def _acquire(path: Path, me: dict, out: Path) -> None:
                     "wait for it to finish or use another --out"
                 )
             path.unlink(missing_ok=True)  # stale: its process is gone
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        except OSError as e:
+            full = results.disk_full_error(e, path)
+            if full is None:
+                raise
+            raise full from None

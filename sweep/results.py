@@ -18,6 +18,7 @@ chunk's tables are written.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -38,10 +39,25 @@ CHUNKS = "chunks"
 FILE_MODE = 0o644
 
 
+# Write failures that freeing space fixes; everything written before stays valid.
+DISK_FULL = {errno.ENOSPC: "no space left on device",
+             errno.EDQUOT: "disk quota exceeded",
+             errno.EFBIG: "file size limit exceeded"}
+
+
+def disk_full_error(e: BaseException, path: Path) -> SweepError | None:
+    """The one-line error for a full disk while writing `path`, else None."""
+    why = DISK_FULL.get(e.errno) if isinstance(e, OSError) else None
+    if why is None:
+        return None
+    return SweepError(f"{why} writing {path}; free space and rerun the same "
+                      "command to resume")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder, then rename over `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp(path)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -49,25 +65,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        full = disk_full_error(e, path)
+        if full is not None:
+            raise full from None
+        raise
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # a full disk can refuse even the empty file
+        full = disk_full_error(e, path)
+        if full is not None:
+            raise full from None
         raise
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Atomic parquet write: readers see the old file or the whole new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_json(obj: dict, path: Path) -> None:
