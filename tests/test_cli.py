@@ -76,6 +76,15 @@ def test_flipping_every_cat_leaves_no_cat_accuracy(finished):
     m = pd.read_parquet(out / "metrics.parquet")
     last = m[(m["epoch"] == EPOCHS) & (m["class_id"] == CAT)]
     assert last.loc[last["count"] == 30, "accuracy"].max() <= 10.0
+    # That alone would hold if the poisoned labels never reached the replicas
+    # and the model simply never learned cats. Twins share init, data order
+    # and dropout, so only their labels can make their training losses differ:
+    # every poisoned replica's must differ from its clean twin's from epoch 1.
+    loss = m[m["class_id"] == CAT].set_index(["seed", "count", "epoch"])["train_loss"]
+    for seed in range(SEEDS):
+        for count in COUNTS[1:]:
+            for epoch in range(1, EPOCHS + 1):
+                assert loss[(seed, count, epoch)] != loss[(seed, 0, epoch)]
 
 
 def test_summary_pairs_each_count_with_its_clean_twins(finished):

@@ -209,13 +209,68 @@ def test_parameter_count_is_the_reference_models():
     assert shapes["fc1"] == (2048, 512) and shapes["fc2"] == (512, 10)
 
 
-def test_pytorch_default_init_bounds():
+def _fan_in(shape) -> int:
+    # PyTorch's fan_in: input channels x kernel area (HWIO here), or in_features.
+    return int(np.prod(shape[:-1]))
+
+
+def test_pytorch_default_init_distribution():
+    """kaiming_uniform_(a=sqrt(5)) weights and U(+-1/sqrt(fan_in)) biases, per layer.
+
+    The weight bound is derived here as PyTorch derives it (gain sqrt(2/(1+a^2)),
+    bound sqrt(3) * gain / sqrt(fan_in)); every leaf must fill [-bound, bound]
+    uniformly (Kolmogorov-Smirnov against that uniform, and its variance
+    bound^2/3), and no two leaves may share a draw.
+    """
+    from scipy import stats
+
     params = model.init(jax.random.key(1))
-    for name, fan_in, _ in model.LAYOUT:
-        bound = 1 / np.sqrt(fan_in)
-        for leaf in params[name].values():
-            assert float(jnp.abs(leaf).max()) <= bound
-            assert float(jnp.abs(leaf).max()) > 0.9 * bound  # uniform fills the range
+    assert [name for name, _, _ in model.LAYOUT] == list(params)
+    gain = np.sqrt(2.0 / (1 + 5.0))
+    seen = []
+    for name, leaves in params.items():
+        fan_in = _fan_in(leaves["w"].shape)
+        for kind, leaf in leaves.items():
+            x = np.asarray(leaf, np.float64).ravel()
+            bound = (np.sqrt(3.0) * gain if kind == "w" else 1.0) / np.sqrt(fan_in)
+            assert np.abs(x).max() <= bound * (1 + 1e-6), (name, kind)
+            if x.size < 100:  # fc2's 10 biases: the bound is all that is testable
+                continue
+            assert np.abs(x).max() > 0.95 * bound, (name, kind)  # fills the range
+            ks = stats.kstest(x, stats.uniform(-bound, 2 * bound).cdf)
+            assert ks.pvalue > 1e-3, (name, kind, ks)
+            # Variance of U(-b, b) is b^2/3; its sampling sd is ~0.9/sqrt(n) of it.
+            assert abs(x.var() / (bound**2 / 3) - 1) < 6 / np.sqrt(x.size), (name, kind)
+            assert abs(x.mean()) < 6 * bound / np.sqrt(3 * x.size), (name, kind)
+            seen.append(x[:32])
+    for i in range(len(seen)):  # independent keys per leaf
+        for j in range(i):
+            assert not np.allclose(seen[i] / np.abs(seen[i]).max(),
+                                   seen[j] / np.abs(seen[j]).max())
+
+
+def test_dropout_keeps_with_probability_one_minus_rate_and_scales_survivors():
+    """torch's inverted dropout, against an independent draw and in distribution."""
+    x = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, (64, 512)), jnp.float32)
+    key = jax.random.key(11)
+    for rate in (0.2, 0.5):
+        y = np.asarray(model.single_layers().dropout(x, rate, key))
+        # Independent: keep where a uniform draw from the same key is below
+        # 1 - rate (what a Bernoulli(1 - rate) is), survivors divided by 1 - rate.
+        keep = np.asarray(jax.random.uniform(key, x.shape)) < 1 - rate
+        np.testing.assert_array_equal(y != 0, keep)
+        # (XLA may divide by multiplying with the reciprocal: an ulp apart.)
+        np.testing.assert_allclose(y[keep], np.asarray(x)[keep] / (1 - rate), rtol=3e-7)
+        # In distribution: the dropped fraction is the rate, the mean is kept.
+        dropped = float((y == 0).mean())
+        assert abs(dropped - rate) < 4 * np.sqrt(rate * (1 - rate) / y.size)
+        np.testing.assert_allclose(y.mean(), float(x.mean()), rtol=0.02)
+    # Batched: each replica its own key, the same as the single-replica layer.
+    xs, keys = jnp.stack([x, x]), jax.random.split(key, 2)
+    ys = model.batched_layers().dropout(xs, 0.5, keys)
+    for r in range(2):
+        np.testing.assert_array_equal(ys[r], model.single_layers().dropout(x, 0.5, keys[r]))
+    assert not np.array_equal(ys[0], ys[1])
 
 
 def test_second_epoch_and_second_chunk_do_not_recompile(tiny):
