@@ -1,0 +1,179 @@
+"""The Python API, for notebooks: `sweep.run(...)` and `sweep.load(path)`.
+
+    import sweep
+    res = sweep.run(data="sample", counts=[100, 300], seeds=4, epochs=3)
+    res.summary                 # DataFrame: count x class deltas with intervals
+    res.plot_dose_response()    # a matplotlib Figure; a notebook shows it inline
+    res.report()                # writes report.html beside the results, returns its path
+    res = sweep.load("results/cat-dog-flip-s4-...")   # a finished folder
+
+Keyword arguments are the command line's options with underscores (`--train-size`
+is `train_size`, `--unpaired` is `unpaired=True`, `--dtype` is `dtype`); lists
+may replace comma-separated values (`counts=[1, 5, "10%"]`). The command line is
+a thin layer over the same `run_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from sweep.config import Config
+from sweep.errors import SweepError
+
+# Command-line spellings that are not Config field names.
+ALIASES = {"dtype": "compute_dtype"}
+
+
+def config_of(**options) -> Config:
+    """A Config from command-line-style keyword arguments, refusing unknown ones."""
+    fields = {f.name for f in dataclasses.fields(Config)}
+    kwargs = {}
+    for name, value in options.items():
+        if name == "unpaired":
+            kwargs["paired"] = not value
+            continue
+        field = ALIASES.get(name, name)
+        if field not in fields:
+            known = sorted(fields | set(ALIASES) | {"unpaired"})
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SweepError(f"unknown option {name!r}{hint}")
+        kwargs[field] = value
+    if "counts" in kwargs:
+        kwargs["counts"] = _counts(kwargs["counts"])
+    for name in ("data", "out"):
+        if isinstance(kwargs.get(name), os.PathLike):
+            kwargs[name] = os.fspath(kwargs[name])
+    return Config(**kwargs)
+
+
+def _counts(counts) -> tuple[str, ...]:
+    if isinstance(counts, str):
+        return tuple(s.strip() for s in counts.split(",") if s.strip()) or ("",)
+    if isinstance(counts, (int, float)):
+        counts = [counts]
+    return tuple(str(c).strip() for c in counts)
+
+
+def run(*, resume: bool = False, progress: bool = True, **options) -> Results:
+    """Run (or continue) a sweep and return its results.
+
+    Args:
+      resume: require an existing results folder to continue (as `--resume`).
+      progress: show the progress line on stderr.
+      **options: the command line's options, e.g. `data="sample"`,
+        `counts=[100, 300]`, `seeds=4`, `epochs=3`, `train_size=2000`, `out=...`,
+        `report=True`, `optimizer="clip_by_global_norm(1.0), adam"`.
+    """
+    return run_config(config_of(**options), resume=resume, progress=progress)
+
+
+def run_config(config: Config, *, resume: bool = False, progress: bool = True,
+               log: Callable[[str], None] | None = None,
+               on_facts: Callable | None = None) -> Results:
+    """`run` for a ready Config (what the command line calls)."""
+    import sys
+
+    from sweep import run as run_lib
+    from sweep.progress import Progress
+
+    out = run_lib.run(
+        config, resume=resume, progress=Progress() if progress else None,
+        on_facts=on_facts, log=log or (lambda s: print(s, file=sys.stderr)),
+    )
+    return Results(out)
+
+
+def load(path: str | os.PathLike) -> Results:
+    """The results of a finished sweep's folder (refuses a missing or partial one)."""
+    from sweep import stats
+
+    return Results(stats.load_results(path).path)
+
+
+class Results:
+    """A finished sweep's results folder, read lazily.
+
+    Attributes:
+      path: the folder.
+      manifest: manifest.json as a dict (configuration, data hash, versions...).
+      metrics, summary, confusion, poisoned: the parquet tables (DataFrames).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._tables: dict[str, pd.DataFrame] = {}
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        names = m.get("class_names", [])
+        src = names[m["source_id"]] if "source_id" in m else "?"
+        tgt = names[m["target_id"]] if "target_id" in m else "?"
+        return (f"<sweep Results {src}->{tgt}, counts {m.get('resolved_counts')}, "
+                f"{len(m.get('seeds_list', []))} seeds: {self.path}>")
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.path / "manifest.json").read_text())
+
+    def _table(self, name: str) -> pd.DataFrame:
+        if name not in self._tables:
+            path = self.path / f"{name}.parquet"
+            if not path.exists():
+                raise SweepError(f"{self.path} has no {name}.parquet")
+            self._tables[name] = pd.read_parquet(path)
+        return self._tables[name]
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return self._table("metrics")
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return self._table("summary")
+
+    @property
+    def confusion(self) -> pd.DataFrame:
+        return self._table("confusion")
+
+    @property
+    def poisoned(self) -> pd.DataFrame:
+        return self._table("poisoned")
+
+    def report(self, *, level: float = 0.95, threshold: float | None = None) -> Path:
+        """Write report.html, report.md and the PNGs beside the results; the html path.
+
+        Also rewrites summary.parquet at `level`, as `python -m sweep report` does.
+        """
+        from sweep import report
+
+        path = report.write_report(self.path, level=level, threshold=threshold)
+        self._tables.pop("summary", None)
+        return path
+
+    def figures(self, *, level: float = 0.95, threshold: float | None = None) -> dict:
+        """The report's figures as matplotlib Figures, by name ("dose_response", ...).
+
+        The same numbers as the report at the same level and threshold; nothing
+        is written.
+        """
+        from sweep.report import write
+
+        drawn, _ = write.figures_of(self.path, level=level, threshold=threshold)
+        return {name.removesuffix(".png"): draw() for name, _, draw in drawn}
+
+    def plot_dose_response(self, *, level: float = 0.95,
+                           threshold: float | None = None):
+        """Accuracy change vs flipped labels per class (the report's first figure)."""
+        from sweep.report import write
+
+        drawn, _ = write.figures_of(self.path, level=level, threshold=threshold,
+                                    only="dose_response.png")
+        return drawn[0][2]()
