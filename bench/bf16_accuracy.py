@@ -25,7 +25,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweep import run as run_lib  # noqa: E402
+from sweep import pipeline  # noqa: E402
 from sweep import stats  # noqa: E402
 from sweep.config import Config  # noqa: E402
 
@@ -33,7 +33,7 @@ from sweep.config import Config  # noqa: E402
 def clean_accuracy(config: Config, out: Path) -> tuple[pd.Series, float]:
     """Last-epoch test accuracy per seed of the clean replicas, and seconds."""
     t0 = time.perf_counter()
-    run_lib.run(config.replace(out=str(out)), log=lambda s: None)
+    pipeline.run(config.replace(out=str(out)), log=lambda s: None)
     seconds = time.perf_counter() - t0
     m = pd.read_parquet(out / "metrics.parquet")
     last = m[(m["epoch"] == m["epoch"].max()) & (m["count"] == 0)]

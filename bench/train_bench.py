@@ -34,7 +34,7 @@ evaluation on 10,000 test images each epoch) at the chunk size the sweep
 would use here.
 
 ``--full-sweep`` instead runs that default sweep end to end through
-``sweep.run.run`` on real data (``--data``), twice by default: the second run
+``sweep.pipeline.run`` on real data (``--data``), twice by default: the second run
 finds its compilations in a persistent compilation cache, so it shows the
 sweep without most of its compile time. Meant for a GPU (~10 s); on CPU it
 takes hours, so it refuses there without ``--force``.
@@ -565,7 +565,7 @@ def sweep_chunk_size(replicas: int = SWEEP_REPLICAS) -> tuple[int, str]:
         size = auto_replicas_per_step(BATCH, EVAL_BATCH)
         return len(chunks(list(range(replicas)), size)[0]), "sweep.estimates.auto_replicas_per_step"
     except Exception as e:  # the sweep's API moved: say so, guess
-        return min(replicas, 16), f"guess (sweep.run unavailable: {e})"
+        return min(replicas, 16), f"guess (sweep.pipeline unavailable: {e})"
 
 
 def estimate_full_sweep(train_row: dict, eval_row: dict, init_s: float, chunk: int) -> dict:
@@ -821,7 +821,7 @@ def write_outputs(res: dict, md: str, json_path: Path, log) -> None:
 
 
 def full_sweep(args, env: dict, log) -> int:
-    from sweep import run as run_lib
+    from sweep import pipeline
     from sweep.config import Config
 
     if not args.data and not os.environ.get("SWEEP_DATA"):
@@ -846,7 +846,7 @@ def full_sweep(args, env: dict, log) -> int:
         for i in range(args.sweep_runs):
             out = Path(tmp) / f"run{i}"
             t0 = time.perf_counter()
-            run_lib.run(cfg.replace(out=str(out)), log=lambda s: log(f"  sweep: {s}"))
+            pipeline.run(cfg.replace(out=str(out)), log=lambda s: log(f"  sweep: {s}"))
             wall = time.perf_counter() - t0
             manifest = json.loads((out / "manifest.json").read_text())
             timings = manifest.get("timings", {})

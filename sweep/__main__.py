@@ -134,17 +134,12 @@ def config_from(args: argparse.Namespace):
 
 
 def cmd_run(argv: list[str]) -> int:
-    from sweep import console
-    from sweep import run as run_lib
-    from sweep.progress import Progress
+    from sweep import api, console
 
     args = run_parser().parse_args(argv)
-    config = config_from(args)
     facts = []
-    out = run_lib.run(
-        config, resume=args.resume, progress=None if args.quiet else Progress(),
-        on_facts=facts.append,
-    )
+    out = api.run_config(config_from(args), resume=args.resume,
+                         progress=not args.quiet, on_facts=facts.append).path
     console.print_summary(out)
     if facts:
         print()

@@ -21,11 +21,13 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from sweep.config import Config
 from sweep.errors import SweepError
+
+if TYPE_CHECKING:  # pandas loads in seconds; `python -m sweep --help` need not wait
+    import pandas as pd
 
 # Command-line spellings that are not Config field names.
 ALIASES = {"dtype": "compute_dtype"}
@@ -81,10 +83,10 @@ def run_config(config: Config, *, resume: bool = False, progress: bool = True,
     """`run` for a ready Config (what the command line calls)."""
     import sys
 
-    from sweep import run as run_lib
+    from sweep import pipeline
     from sweep.progress import Progress
 
-    out = run_lib.run(
+    out = pipeline.run(
         config, resume=resume, progress=Progress() if progress else None,
         on_facts=on_facts, log=log or (lambda s: print(s, file=sys.stderr)),
     )
@@ -109,7 +111,7 @@ class Results:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._tables: dict[str, pd.DataFrame] = {}
+        self._tables: dict = {}
 
     def __repr__(self) -> str:
         m = self.manifest
@@ -125,6 +127,8 @@ class Results:
 
     def _table(self, name: str) -> pd.DataFrame:
         if name not in self._tables:
+            import pandas as pd
+
             path = self.path / f"{name}.parquet"
             if not path.exists():
                 raise SweepError(f"{self.path} has no {name}.parquet")
@@ -166,7 +170,8 @@ class Results:
         """
         from sweep.report import write
 
-        drawn, _ = write.figures_of(self.path, level=level, threshold=threshold)
+        analysis = write.analyse(self.path, level=level, threshold=threshold)
+        drawn, _ = write.plan_figures(analysis, level=level)
         return {name.removesuffix(".png"): draw() for name, _, draw in drawn}
 
     def plot_dose_response(self, *, level: float = 0.95,
@@ -174,6 +179,6 @@ class Results:
         """Accuracy change vs flipped labels per class (the report's first figure)."""
         from sweep.report import write
 
-        drawn, _ = write.figures_of(self.path, level=level, threshold=threshold,
-                                    only="dose_response.png")
+        analysis = write.analyse(self.path, level=level, threshold=threshold)
+        drawn, _ = write.plan_figures(analysis, level=level, only="dose_response.png")
         return drawn[0][2]()

@@ -18,7 +18,7 @@ from sweep import checkpoints, estimates, results
 from sweep.errors import SweepError
 
 if TYPE_CHECKING:
-    from sweep.run import Prepared
+    from sweep.pipeline import Prepared
 
 
 def chunks(todo: list[int], size: int) -> list[list[int]]:

@@ -132,9 +132,10 @@ def validate(c: Config) -> None:
     if str(c.source).strip().lower() == str(c.target).strip().lower():
         raise SweepError(f"--source and --target are both {c.source!r}")
     parse_counts(c.counts)
-    from sweep import optim  # imports optax; config stays light otherwise
+    if c.optimizer is not None:
+        from sweep import optim  # imports optax: only when there is a spec
 
-    optim.check(c.optimizer)
+        optim.check(c.optimizer)
 
 
 def parse_counts(specs: tuple[str, ...]) -> tuple[tuple[float, bool], ...]:

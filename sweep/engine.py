@@ -44,7 +44,7 @@ class Recipe:
     """The fixed settings one compiled sweep is built for.
 
     A sweep builds it from its Config, field by field of the same name
-    (`sweep.run.recipe_for`); the defaults are the reference recipe, the same
+    (`sweep.pipeline.recipe_for`); the defaults are the reference recipe, the same
     as Config's (tests/test_layout.py), so the engine also runs on its own.
     """
 

@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sweep.run import Prepared
+    from sweep.pipeline import Prepared
 
 # Rough training cost of one image through SimpleCNN: forward + backward ~ 3x the
 # 11.4M multiply-adds of the forward pass, 2 FLOPs each.

@@ -21,7 +21,7 @@ import numpy as np
 from sweep.errors import SweepError
 
 if TYPE_CHECKING:
-    from sweep.run import Prepared
+    from sweep.pipeline import Prepared
 
 # The packages whose versions a manifest records.
 MANIFEST_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from sweep import data as data_lib
 from sweep import provenance, results
-from sweep import run as run_lib
+from sweep import pipeline
 from sweep.config import Config
 from sweep.errors import SweepError, one_line
 
@@ -74,7 +74,7 @@ def verify(results_dir: str | os.PathLike, data: str | None = None) -> int:
     config = recorded.replace(data=spec, out=str(out), kernel="auto")
     prepared, prepare_error = None, None
     try:
-        prepared = run_lib.prepare(config)  # reads the data; writes nothing to out
+        prepared = pipeline.prepare(config)  # reads the data; writes nothing to out
     except SweepError as e:
         # Data that loads but on which the configuration cannot be resolved
         # (a class or count that is not there) fails verification; data that
@@ -279,7 +279,7 @@ def check_tables(out, manifest: dict, config, ok, fail) -> bool:
         fail("metrics.parquet replicas",
              f"columns {', '.join(need)} vs {', '.join(map(str, m.columns))}")
         return False
-    grid = run_lib.Grid(counts=tuple(counts), seeds=tuple(seeds), paired=config.paired)
+    grid = pipeline.Grid(counts=tuple(counts), seeds=tuple(seeds), paired=config.paired)
     problems = []
     want = {(c, s) for c in counts for s in seeds}
     pairs = m[["count", "seed"]].drop_duplicates().to_numpy()

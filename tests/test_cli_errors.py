@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep import data
-from sweep import run as run_lib
+from sweep import pipeline
 from sweep.__main__ import main
 from tests.fixtures_data import (
     encode_image,
@@ -66,7 +66,7 @@ def _isolated(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         pytest.fail("training started although the input is bad")
 
-    monkeypatch.setattr(run_lib, "train_chunks", no_training)
+    monkeypatch.setattr(pipeline, "train_chunks", no_training)
 
 
 # Data makers: tmp_path -> what --data gets.

@@ -14,9 +14,9 @@ import pytest
 import kernels
 from sweep import config as config_lib
 from sweep import engine
-from sweep import run as run_lib
+from sweep import pipeline
 
-SWEEP = Path(run_lib.__file__).parent
+SWEEP = Path(pipeline.__file__).parent
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -39,7 +39,7 @@ def test_kernels_import_nothing_from_sweep(path):
 
 def test_engine_knows_no_config_and_no_poisoning():
     found = imported_modules(SWEEP / "engine.py")
-    assert not found & {"sweep.config", "sweep.poison", "sweep.run", "sweep.data"}
+    assert not found & {"sweep.config", "sweep.poison", "sweep.pipeline", "sweep.data"}
 
 
 def test_recipe_takes_every_shared_field_from_the_config():
@@ -51,14 +51,14 @@ def test_recipe_takes_every_shared_field_from_the_config():
     changed = config_lib.Config(batch_size=64, lr=3e-4, dropout=0.25,
                                 kernel="vmap", compute_dtype="bfloat16",
                                 eval_batch_size=500)
-    recipe = run_lib.recipe_for(changed, n_train=1000, n_classes=10, n_test=800)
+    recipe = pipeline.recipe_for(changed, n_train=1000, n_classes=10, n_test=800)
     for name in recipe_fields & config_fields:
         assert getattr(recipe, name) == getattr(changed, name), name
     assert (recipe.n_train, recipe.n_classes) == (1000, 10)
 
 
 def test_recipe_batches_are_clamped_to_the_data():
-    recipe = run_lib.recipe_for(config_lib.Config(), n_train=100, n_classes=10,
+    recipe = pipeline.recipe_for(config_lib.Config(), n_train=100, n_classes=10,
                                 n_test=50)
     assert (recipe.batch_size, recipe.eval_batch_size) == (100, 50)
 
@@ -67,6 +67,6 @@ def test_recipe_defaults_are_the_config_defaults():
     # The engine is usable on its own (tests, bench) with the reference recipe;
     # it must be the same recipe a default sweep runs.
     default = engine.Recipe(n_train=50_000, n_classes=10)
-    built = run_lib.recipe_for(config_lib.Config(), n_train=50_000, n_classes=10,
+    built = pipeline.recipe_for(config_lib.Config(), n_train=50_000, n_classes=10,
                                n_test=10_000)
     assert default == built

@@ -33,7 +33,7 @@ import pandas as pd
 import pytest
 
 from sweep import config as config_lib
-from sweep import run as run_lib
+from sweep import pipeline
 
 DIGESTS = {
     "metrics": "582b75fc7f1dd37b0a265a5ac6a7a35274b95f5fa188292c3b2b0582ae294c44",
@@ -87,7 +87,7 @@ def digests(tmp_path_factory) -> dict[str, str]:
             train_size=240, counts=("5", "20"), seeds=2, epochs=1,
             replicas_per_step=3, out=str(root / "out"), report=True,
         )
-        out = run_lib.run(config, log=lambda s: None)
+        out = pipeline.run(config, log=lambda s: None)
     finally:
         if old_cache is None:
             os.environ.pop("SWEEP_CACHE", None)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sweep import config
-from sweep import run as run_lib
+from sweep import pipeline
 
 CAT, DOG = 3, 5
 
@@ -21,7 +21,7 @@ CAT, DOG = 3, 5
 def prepared(request):
     c = config.tiny().replace(train_size=400, counts=("5", "20"), seeds=3,
                               seed_start=7, poison_per_seed=request.param)
-    return run_lib.prepare(c)
+    return pipeline.prepare(c)
 
 
 def test_replicas_are_seed_major_over_counts(prepared):

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from sweep import results as results_lib
@@ -48,35 +50,97 @@ def write_report(
     Returns:
       The path of report.html.
     """
+    a = analyse(results_dir, level=level, threshold=threshold)
+    results, summary, facts = a.results, a.summary, a.facts
+    out = results.path
+    results_lib.write_parquet(summary, out / "summary.parquet")
+    blocks = rendering.text_blocks(facts, summary)
+    pngs: dict[str, bytes] = {}
+    blocks.append(Block("h2", "Figures"))
+    drawn, notes = plan_figures(a, level=level)
+    for name, caption, draw in drawn:
+        pngs[name] = rendering.png_bytes(draw())
+        results_lib.atomic_write_bytes(out / name, pngs[name])
+        blocks.append(Block("img", name, items=(caption,)))
+    if notes:
+        blocks.append(Block("ul", items=tuple(notes)))
+    blocks += [
+        Block("h2", f"{facts.source} and {facts.target}"),
+        Block(
+            "p",
+            "Deltas in percentage points (poisoned minus clean), intervals at "
+            f"{level:.0%}; width ratio = paired t width / Welch width; MDE at alpha "
+            f"{stats.POWER_ALPHA:g}, power {stats.POWER_TARGET:.0%}. Every statistic "
+            "of every class is in summary.parquet.",
+        ),
+        Block("table", table=key_table(summary, [facts.source_id, facts.target_id])),
+        Block("h2", "All classes"),
+        Block(
+            "table", table=key_table(summary, sorted(summary["class_id"].unique()))
+        ),
+    ]
+    markdown = rendering.markdown(blocks)
+    results_lib.atomic_write_bytes(out / "report.md", markdown.encode())
+    page = rendering.html_page(blocks, pngs, facts.title)
+    results_lib.atomic_write_bytes(out / "report.html", page.encode())
+    if on_facts is not None:
+        on_facts(facts)
+    return out / "report.html"
+
+
+class Analysis(NamedTuple):
+    """A finished sweep's numbers as the report states them."""
+
+    results: stats.Results
+    summary: pd.DataFrame  # stats.summarize at the report's level
+    facts: Facts
+    rng: np.random.Generator  # the report's generator, as far as the facts used it
+
+
+def analyse(results_dir: str | os.PathLike, *, level: float = 0.95,
+            threshold: float | None = None) -> Analysis:
+    """Load a finished folder and compute the report's numbers (writes nothing)."""
     if not 0 < level < 1:
         raise SweepError(f"--level must be between 0 and 1 (e.g. 0.95), got {level}")
     if threshold is not None and not 0 <= threshold <= 100:
         raise SweepError(f"--threshold is a percent (0-100), got {threshold}")
     results = stats.load_results(results_dir)
-    out = results.path
-    metrics = results.metrics
     rng = np.random.default_rng(REPORT_SEED)
-    summary = stats.summarize(metrics, level=level, rng=rng)
+    summary = stats.summarize(results.metrics, level=level, rng=rng)
     if summary.empty:
-        raise SweepError(f"{out} has no poisoned replicas: nothing to report")
-    results_lib.write_parquet(summary, out / "summary.parquet")
+        raise SweepError(f"{results.path} has no poisoned replicas: nothing to report")
     facts = facts_lib.facts_of(
         results, summary, level=level, threshold=threshold, rng=rng
     )
+    return Analysis(results, summary, facts, rng)
+
+
+Drawing = tuple[str, str, Callable[[], Figure]]  # file name, caption, draw()
+
+
+def plan_figures(a: Analysis, *, level: float,
+                 only: str | None = None) -> tuple[list[Drawing], list[str]]:
+    """The report's figures, in order, as (file name, caption, draw), and notes on
+    those left out. The numbers are computed here, in the report's order (they
+    share its generator, so plan once per `analyse`); drawing waits for `draw()`.
+    `only`: just that file name.
+    """
+    results, summary, facts, rng = a
+    metrics = results.metrics
     class_names = tuple(
         summary.drop_duplicates("class_id").sort_values("class_id")["class_name"]
     )
     skip = facts_lib.diverged_replicas(metrics, facts.epoch)
-    blocks = rendering.text_blocks(facts, summary)
-    pngs: dict[str, bytes] = {}
+    drawn: list[Drawing] = []
     notes: list[str] = []
 
-    def add(name: str, caption: str, draw: Callable[[], Figure]) -> None:
-        pngs[name] = rendering.png_bytes(draw())
-        results_lib.atomic_write_bytes(out / name, pngs[name])
-        blocks.append(Block("img", name, items=(caption,)))
+    def wanted(*names: str) -> bool:
+        return only is None or only in names
 
-    blocks.append(Block("h2", "Figures"))
+    def add(name: str, caption: str, draw: Callable[[], Figure]) -> None:
+        if wanted(name):
+            drawn.append((name, caption, draw))
+
     shown = dict.fromkeys((facts.source_id, facts.target_id, *facts.moved))
     curves = {
         class_names[k]: stats.dose_response(metrics, class_id=k, level=level, rng=rng)
@@ -114,7 +178,9 @@ def write_report(
             groups, count=facts.counts[-1], level=level
         ),
     )
-    if results.confusion is not None and len(results.confusion):
+    if not wanted("confusion.png"):
+        pass
+    elif results.confusion is not None and len(results.confusion):
         means = facts_lib.confusion_means(
             results.confusion, epoch=facts.epoch, skip=skip, k=len(class_names)
         )
@@ -135,6 +201,8 @@ def write_report(
             facts_lib.training_curves(metrics, level=level, skip=skip), level=level
         ),
     )
+    if not wanted("class_distribution.png", "flipped_images.png"):
+        return drawn, notes
     training, why = training_set.load_training_set(results.manifest, results.poisoned)
     if results.poisoned is None or not len(results.poisoned):
         notes.append("poisoned.parquet is missing: no label distribution or images.")
@@ -165,27 +233,4 @@ def write_report(
                 title=f"flipped at count {facts.counts[-1]}",
             ),
         )
-    if notes:
-        blocks.append(Block("ul", items=tuple(notes)))
-    blocks += [
-        Block("h2", f"{facts.source} and {facts.target}"),
-        Block(
-            "p",
-            "Deltas in percentage points (poisoned minus clean), intervals at "
-            f"{level:.0%}; width ratio = paired t width / Welch width; MDE at alpha "
-            f"{stats.POWER_ALPHA:g}, power {stats.POWER_TARGET:.0%}. Every statistic "
-            "of every class is in summary.parquet.",
-        ),
-        Block("table", table=key_table(summary, [facts.source_id, facts.target_id])),
-        Block("h2", "All classes"),
-        Block(
-            "table", table=key_table(summary, sorted(summary["class_id"].unique()))
-        ),
-    ]
-    markdown = rendering.markdown(blocks)
-    results_lib.atomic_write_bytes(out / "report.md", markdown.encode())
-    page = rendering.html_page(blocks, pngs, facts.title)
-    results_lib.atomic_write_bytes(out / "report.html", page.encode())
-    if on_facts is not None:
-        on_facts(facts)
-    return out / "report.html"
+    return drawn, notes
