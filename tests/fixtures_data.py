@@ -77,15 +77,22 @@ def synthetic_dataset(
     *,
     n_classes: int = 3,
     seed: int = 0,
+    class_names: tuple[str, ...] | None = None,
 ) -> Dataset:
-    """Random-pixel 32x32 RGB images, sorted by class; no shared data needed."""
+    """Random-pixel 32x32 RGB images, sorted by class; no shared data needed.
+
+    `class_names` (e.g. `data.CIFAR10_CLASSES`) replaces the generic names and
+    sets the number of classes.
+    """
+    if class_names is not None:
+        n_classes = len(class_names)
     rng = np.random.default_rng(seed)
     arrays = []
     for n in (n_train_per_class, n_test_per_class):
         labels = np.repeat(np.arange(n_classes), n)
         images = rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8)
         arrays += [images, labels]
-    names = tuple(f"class_{i}" for i in range(n_classes))
+    names = class_names or tuple(f"class_{i}" for i in range(n_classes))
     return data.dataset_from_arrays(*arrays, names, source="synthetic")
 
 

@@ -13,12 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from sweep import data
-from tests.fixtures_data import write_parquet_dataset
+from tests.fixtures_data import synthetic_dataset, write_parquet_dataset
 
 TABLES = ("metrics", "confusion", "summary", "poisoned")
 
@@ -63,13 +62,7 @@ def small_disk(tmp_path):
 def test_disk_full_mid_sweep_stops_cleanly_and_resumes_to_the_same_numbers(
     tmp_path, small_disk
 ):
-    rng = np.random.default_rng(0)
-    arrays = []
-    for n in (10, 2):
-        labels = np.repeat(np.arange(10), n)
-        arrays += [rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8),
-                   labels]
-    ds = data.dataset_from_arrays(*arrays, data.CIFAR10_CLASSES, source="tiny")
+    ds = synthetic_dataset(10, 2, class_names=data.CIFAR10_CLASSES)
     data_dir = write_parquet_dataset(tmp_path / "data", ds)
     env = {**os.environ, "SWEEP_CACHE": str(tmp_path / "cache")}
 

@@ -18,23 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from sweep import data, lock
 from sweep.errors import SweepError
-from tests.fixtures_data import write_parquet_dataset
+from tests.fixtures_data import synthetic_dataset, write_parquet_dataset
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
-    arrays = []
-    for n in (10, 2):
-        labels = np.repeat(np.arange(10), n)
-        arrays += [rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8),
-                   labels]
-    ds = data.dataset_from_arrays(*arrays, data.CIFAR10_CLASSES, source="tiny")
+    ds = synthetic_dataset(10, 2, class_names=data.CIFAR10_CLASSES)
     return write_parquet_dataset(tmp_path_factory.mktemp("lock") / "data", ds)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from sweep import engine, optim, results
+from sweep import checkpoints, engine, optim, results
 from sweep.config import Config
 from sweep.errors import SweepError
 
@@ -153,8 +153,6 @@ def test_checkpoint_of_a_per_replica_state_resumes_bitwise(tiny, tmp_path):
     results.save_chunk_state(tmp_path, [0, 1, 2], 3, jax.device_get(jax.tree.leaves(state)),
                              history)
     saved = results.load_chunk_states(tmp_path)[0]
-    treedef = jax.tree.structure(jax.eval_shape(eng.init, keys))
-    restored = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved["leaves"]])
-    resumed, _ = eng.train(labels, keys, epochs=2, start=(restored, history))
+    resumed, _ = eng.train(labels, keys, epochs=2, start=checkpoints.restore(eng, keys, saved))
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, b)

@@ -53,3 +53,25 @@ def test_poisoned_sets_are_shared_or_redrawn_per_seed_as_configured(prepared):
             by_seed[seed] = np.flatnonzero(p.replica_labels(i) != p.train_labels)
     same = [np.array_equal(by_seed[7], by_seed[s]) for s in (8, 9)]
     assert same == ([False, False] if p.config.poison_per_seed else [True, True])
+
+
+def test_a_chunk_trains_each_replica_on_its_own_labels(tmp_path):
+    """A real chunk of three twins (counts 0, 10, 20 of one seed): each replica's
+    epoch equals that replica trained alone on its own labels, and not on the
+    labels of its twins (twins share every key, so only labels tell them apart)."""
+    from sweep import chunking, engine
+
+    c = config.tiny().replace(train_size=200, counts=("10", "20"), seeds=1,
+                              out=str(tmp_path / "out"))
+    p = pipeline.prepare(c)
+    eng = engine.Engine(p.recipe(), p.train_images, p.dataset.test_images,
+                        p.dataset.test_labels)
+    chunk = [0, 1, 2]
+    history = chunking.train_chunk(p, eng, chunk, len(chunk), ticks=None)
+    keys = engine.replica_keys(np.array([p.grid.replica(0)[0]]), np.array([p.grid.stream(0)]))
+    alone = {i: eng.train(p.replica_labels(i)[None], keys, 1)[1][0].train_loss[0]
+             for i in chunk}
+    for i in chunk:
+        for j in chunk:
+            close = np.isclose(history[0].train_loss[i], alone[j], rtol=1e-6, atol=0)
+            assert close == (i == j), (i, j, history[0].train_loss[i], alone[j])
