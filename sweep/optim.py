@@ -117,8 +117,8 @@ def _call(node: ast.expr, spec: str, lr: float, top: bool = True):
             if "learning_rate" not in bound.arguments:
                 kwargs["learning_rate"] = lr
         out = fn(*args, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise _bad(spec, f"fails at {name}: {e}") from None
+    except Exception as e:  # whatever optax says about its own arguments
+        raise _bad(spec, f"fails at {name}: {' '.join(str(e).split())}") from None
     if top and not isinstance(out, optax.GradientTransformation):
         raise _bad(spec, f"has {name}(...), which is not a gradient transformation")
     return out
