@@ -4,7 +4,7 @@
     res = sweep.run(data="sample", counts=[100, 300], seeds=4, epochs=3)
     res.summary                 # DataFrame: count x class deltas with intervals
     res.plot_dose_response()    # a matplotlib Figure; a notebook shows it inline
-    res.report()                # writes report.html beside the results, returns its path
+    res.report()                # writes report.html beside the results; its path
     res = sweep.load("results/cat-dog-flip-s4-...")   # a finished folder
 
 Keyword arguments are the command line's options with underscores (`--train-size`

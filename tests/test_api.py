@@ -33,7 +33,8 @@ def test_run_returns_the_folder_tables_and_manifest(finished):
     for name in ("metrics", "summary", "confusion", "poisoned"):
         table = getattr(res, name)
         assert isinstance(table, pd.DataFrame) and len(table)
-        pd.testing.assert_frame_equal(table, pd.read_parquet(res.path / f"{name}.parquet"))
+        on_disk = pd.read_parquet(res.path / f"{name}.parquet")
+        pd.testing.assert_frame_equal(table, on_disk)
     assert res.manifest == json.loads((res.path / "manifest.json").read_text())
     assert res.manifest["resolved_counts"] == [0, 5, 20]
     assert res.manifest["status"] == "complete"

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep import config
-from sweep import pipeline
+from sweep import config, pipeline
 
 CAT, DOG = 3, 5
 
@@ -68,7 +67,8 @@ def test_a_chunk_trains_each_replica_on_its_own_labels(tmp_path):
                         p.dataset.test_labels)
     chunk = [0, 1, 2]
     history = chunking.train_chunk(p, eng, chunk, len(chunk), ticks=None)
-    keys = engine.replica_keys(np.array([p.grid.replica(0)[0]]), np.array([p.grid.stream(0)]))
+    seed = p.grid.replica(0)[0]  # the chunk's one seed; twins share its keys
+    keys = engine.replica_keys(np.array([seed]), np.array([p.grid.stream(0)]))
     alone = {i: eng.train(p.replica_labels(i)[None], keys, 1)[1][0].train_loss[0]
              for i in chunk}
     for i in chunk:
