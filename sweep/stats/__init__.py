@@ -1,0 +1,85 @@
+"""Statistics of a sweep: deltas, intervals, decisions, dose-response and power.
+
+Reads only the tidy results tables (never the engine), so any results folder can
+be re-analysed: `summarize(pd.read_parquet(".../metrics.parquet"))` returns the
+summary.parquet the CLI writes. Accuracies are percent (0-100); deltas are
+percentage points, poisoned minus clean. docs/statistics.md has the methods,
+their references and their simulated coverage and power.
+
+Modules, by concept:
+  design        the metrics table checked and laid out as arrays
+  intervals     t / Welch intervals and tests, sign-flip and permutation tests
+  multiplicity  the confirmatory fixed-sequence rule, Holm, Benjamini-Hochberg
+  dose          dose-response band and the threshold (test-inversion) interval
+  power         power, minimum detectable effect, `plan`
+  summary       the summary table (`summarize`)
+  simulate      coverage and power simulations (python -m sweep.stats.simulate)
+"""
+
+from sweep.results import Results, load_results
+from sweep.stats.design import (
+    METRIC_COLUMNS,
+    Design,
+    check_metrics,
+    design_of,
+)
+from sweep.stats.dose import (
+    crossing,
+    describe_threshold,
+    dose_response,
+    first_crossing,
+    isotonic_fit,
+    monotone_fit,
+    pava,
+    pointwise_band,
+    threshold_count,
+)
+from sweep.stats.intervals import (
+    DEFAULT_N_RESAMPLES,
+    MAX_EXACT_PERMUTATIONS,
+    MAX_EXACT_SEEDS,
+    bootstrap_interval,
+    min_attainable_p,
+    permutation_test,
+    sign_flip_floor,
+    sign_flip_test,
+    t_interval,
+    t_test,
+    welch_interval,
+    welch_test,
+)
+from sweep.stats.multiplicity import (
+    CONFIRMATORY,
+    CONFIRMATORY_METHOD,
+    EXPLORATORY,
+    EXPLORATORY_METHOD,
+    benjamini_hochberg,
+    confirmatory_adjusted,
+    graphical_adjusted,
+    holm,
+    smallest_effective_count,
+)
+from sweep.stats.power import (
+    CONFIRMATORY_SHARE,
+    DEFAULT_SD,
+    PLAN_SEEDS,
+    POWER_ALPHA,
+    POWER_TARGET,
+    format_plan,
+    min_detectable_effect,
+    paired_power,
+    plan,
+    power_t,
+    row_alpha,
+    seeds_needed,
+)
+from sweep.stats.summary import (
+    SUMMARY_COLUMNS,
+    accuracy_by_count,
+    pooled_delta_sd,
+    seeds_note,
+    summarize,
+    unpaired_seeds_equivalent,
+)
+
+__all__ = [name for name in dir() if not name.startswith("_")]

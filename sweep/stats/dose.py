@@ -1,0 +1,460 @@
+"""Dose-response (delta against count) and the threshold question.
+
+Both rest on t intervals, so they carry the coverage the t interval has (tested
+by simulation in tests/test_coverage.py and tabulated in docs/statistics.md):
+
+- The dose-response band is pointwise: at each count it is that count's t
+  interval (paired t for deltas, the one-sample t interval of the seeds' mean
+  accuracy for the absolute curve). Straight lines between counts are for the
+  eye; the isotonic fit is descriptive and takes no part in the band.
+- "How many flips push the class below X%?" is answered by inverting the same t
+  test along the curve (Fieller 1954; the calibration / inverse-regression
+  interval): between two tested counts c_j < c_{j+1} the true mean accuracy is
+  taken as linear, m(c) = (1 - w) m_j + w m_{j+1}; each seed gives the unbiased
+  value (1 - w) a_j + w a_{j+1}, and c is kept when the level-alpha t test of
+  m(c) = X does not reject. At the true crossing that test has exactly alpha
+  size under normal seeds, so the set of kept counts covers it with probability
+  1 - alpha; the answer is its hull (conservative when the set has gaps). The
+  one assumption beyond the t test's is linearity between tested counts, which
+  the report states.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+from sweep.stats.design import check_level, class_index, design_of, paired_table
+
+
+def pava(
+    y: np.ndarray, *, weights: np.ndarray | None = None, increasing: bool = True
+) -> np.ndarray:
+    """Weighted isotonic regression by pool-adjacent-violators, written plainly.
+
+    Args:
+      y: (n,) values in order of x.
+      weights: (n,) positive weights, or None for equal weights.
+      increasing: fit a non-decreasing (else non-increasing) sequence.
+
+    Returns:
+      (n,) the monotone sequence closest to y in weighted least squares.
+    """
+    y = np.asarray(y, dtype=float)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    if not increasing:
+        return -pava(-y, weights=w, increasing=True)
+    means, totals, lengths = [], [], []
+    for value, weight in zip(y, w):
+        means.append(value)
+        totals.append(weight)
+        lengths.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            weight = totals[-2] + totals[-1]
+            means[-2] = (means[-2] * totals[-2] + means[-1] * totals[-1]) / weight
+            totals[-2] = weight
+            lengths[-2] += lengths[-1]
+            del means[-1], totals[-1], lengths[-1]
+    return np.repeat(means, lengths)
+
+
+def isotonic_fit(
+    y: np.ndarray, *, weights: np.ndarray | None = None, increasing: bool = True
+) -> np.ndarray:
+    """Weighted isotonic regression: scipy.optimize.isotonic_regression, else pava.
+
+    Args:
+      y: (n,) values in order of x.
+      weights: (n,) positive weights, or None.
+      increasing: direction of the fit.
+
+    Returns:
+      (n,) the fitted monotone sequence.
+    """
+    if hasattr(optimize, "isotonic_regression"):
+        return optimize.isotonic_regression(y, weights=weights, increasing=increasing).x
+    return pava(y, weights=weights, increasing=increasing)
+
+
+def monotone_fit(
+    y: np.ndarray, *, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, bool]:
+    """Fit both directions and keep the one with the smaller weighted SSE.
+
+    Args:
+      y: (n,) values in order of x.
+      weights: (n,) positive weights, or None.
+
+    Returns:
+      (fit (n,), increasing); a tie goes to the direction of y[-1] - y[0].
+    """
+    y = np.asarray(y, dtype=float)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    up = isotonic_fit(y, weights=w, increasing=True)
+    down = isotonic_fit(y, weights=w, increasing=False)
+    sse_up, sse_down = float(w @ (y - up) ** 2), float(w @ (y - down) ** 2)
+    if math.isclose(sse_up, sse_down, rel_tol=1e-12, abs_tol=1e-12):
+        increasing = bool(y[-1] >= y[0])
+    else:
+        increasing = sse_up < sse_down
+    return (up if increasing else down), increasing
+
+
+def crossing(counts: np.ndarray, curve: np.ndarray, threshold: float) -> float:
+    """Where a non-increasing curve first falls below `threshold`, interpolated.
+
+    Linear interpolation between the last count at or above the threshold and the
+    first one below it.
+
+    Args:
+      counts: (C,) ascending counts.
+      curve: (C,) non-increasing values (e.g. fitted source accuracy, percent).
+      threshold: the level (same units as curve).
+
+    Returns:
+      The count; 0.0 if the curve starts below; inf if it never falls below.
+    """
+    counts, curve = np.asarray(counts, dtype=float), np.asarray(curve, dtype=float)
+    below = np.flatnonzero(curve < threshold)
+    if below.size == 0:
+        return math.inf
+    i = int(below[0])
+    if i == 0:
+        return float(counts[0])
+    c0, c1, v0, v1 = counts[i - 1], counts[i], curve[i - 1], curve[i]
+    return float(c0 + (v0 - threshold) / (v0 - v1) * (c1 - c0))
+
+
+
+
+def _masked_moments(table: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per column of (S, C): mean, sample variance and n over finite entries."""
+    ok = np.isfinite(table)
+    n = ok.sum(axis=0)
+    values = np.where(ok, table, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = values.sum(axis=0) / n
+        centred = np.where(ok, table - mean, 0.0)
+        var = (centred**2).sum(axis=0) / (n - 1)
+    return mean, var, n
+
+
+def pointwise_band(
+    table: np.ndarray, *, level: float, paired: bool, deltas: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean curve and its pointwise t band from a (S, C) seed x count table.
+
+    Args:
+      table: accuracy per seed (paired, rows aligned) or per replica (unpaired,
+        rows not aligned; NaN padding) and count, NaN where left out.
+      level: band level.
+      paired: rows are seeds shared by every count.
+      deltas: the curve is the change from count 0 (column 0).
+
+    Returns:
+      (curve (C,), n (C,), low (C,), high (C,)); NaN band where n < 2.
+    """
+    if deltas and paired:
+        table = table - table[:, :1]  # NaN wherever either twin is out
+    mean, var, n = _masked_moments(table)
+    se2 = var / np.maximum(n, 1)
+    if deltas and not paired:  # difference of independent means: Welch
+        mean = mean - mean[0]
+        se2 = se2 + se2[0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            df = se2**2 / (
+                (var / np.maximum(n, 1)) ** 2 / (n - 1) + (var[0] / n[0]) ** 2 / (n[0] - 1)
+            )
+        df[0] = np.inf
+        ok = (n >= 2) & (n[0] >= 2)
+    else:
+        df = (n - 1).astype(float)
+        ok = n >= 2
+    q = np.full(mean.shape, np.nan)
+    q[ok] = stats.t.ppf(0.5 + level / 2, np.where(df[ok] > 0, df[ok], 1))
+    half = q * np.sqrt(np.where(ok, se2, np.nan))
+    half = np.where(ok & (se2 == 0), 0.0, half)
+    if deltas:
+        half[0] = 0.0  # the clean delta is 0 by definition
+    return mean, n, mean - half, mean + half
+
+
+def _accepted_hull(
+    a: np.ndarray,
+    d: np.ndarray,
+    var_a: np.ndarray,
+    cov_ad: np.ndarray,
+    var_d: np.ndarray,
+    q: np.ndarray,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest w in [0, 1] the t test of m(w) = X keeps.
+
+    m(w) = a + w d is estimated with variance var_a + 2 w cov_ad + w^2 var_d;
+    w is kept when (a + w d - X)^2 <= q^2 var(w), a quadratic inequality in w.
+    Every argument broadcasts (vectorised over trials and segments).
+
+    Returns:
+      (low, high) in [0, 1], NaN where nothing is kept.
+    """
+    e = a - threshold
+    q2 = q**2
+    c2 = d**2 - q2 * var_d
+    c1 = 2 * (d * e - q2 * cov_ad)
+    c0 = e**2 - q2 * var_a
+
+    def kept(w):
+        return c2 * w**2 + c1 * w + c0 <= 1e-12 * (1 + np.abs(c0))
+
+    candidates = [np.where(kept(0.0), 0.0, np.nan), np.where(kept(1.0), 1.0, np.nan)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        disc = c1**2 - 4 * c2 * c0
+        root = np.sqrt(np.where(disc >= 0, disc, np.nan))
+        quad = np.abs(c2) > 1e-12 * (np.abs(c1) + np.abs(c0) + 1e-300)
+        r1 = np.where(quad, (-c1 - root) / (2 * c2), -c0 / c1)
+        r2 = np.where(quad, (-c1 + root) / (2 * c2), -c0 / c1)
+    for r in (r1, r2):
+        candidates.append(np.where((r >= 0) & (r <= 1), r, np.nan))
+    stack = np.stack(np.broadcast_arrays(*candidates), axis=0)
+    with np.errstate(invalid="ignore"):
+        any_kept = np.isfinite(stack).any(axis=0)
+        low = np.where(any_kept, np.nanmin(np.where(any_kept, stack, 0), axis=0), np.nan)
+        high = np.where(any_kept, np.nanmax(np.where(any_kept, stack, 0), axis=0), np.nan)
+    return low, high
+
+
+def first_crossing(counts: np.ndarray, mean: np.ndarray, threshold: float) -> np.ndarray:
+    """Where (..., C) curves first fall below `threshold`, linear between counts.
+
+    0 where a curve starts below it, inf where it never falls below.
+    """
+    counts = np.asarray(counts, dtype=float)
+    below = mean < threshold
+    first = np.argmax(below, axis=-1)
+    i = np.maximum(first, 1)
+    v0 = np.take_along_axis(mean, (i - 1)[..., None], axis=-1)[..., 0]
+    v1 = np.take_along_axis(mean, i[..., None], axis=-1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = counts[i - 1] + (v0 - threshold) / (v0 - v1) * (counts[i] - counts[i - 1])
+    point = np.where(first == 0, 0.0, point)
+    return np.where(~below.any(axis=-1), np.inf, point)
+
+
+def threshold_interval_from_moments(
+    counts: np.ndarray,
+    mean: np.ndarray,
+    var_a: np.ndarray,
+    cov_ad: np.ndarray,
+    var_d: np.ndarray,
+    q: np.ndarray,
+    end_se: tuple[np.ndarray, np.ndarray],
+    end_q: tuple[np.ndarray, np.ndarray],
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point and test-inversion interval of the threshold count, vectorised.
+
+    Args:
+      counts: (C,) ascending tested counts, 0 first.
+      mean: (..., C) mean accuracy per count.
+      var_a, cov_ad, var_d: (..., C - 1) per segment j: variance of the mean at
+        c_j, its covariance with the mean change to c_{j+1}, the variance of
+        that change (each already divided by n).
+      q: (..., C - 1) t quantile of each segment's test.
+      end_se, end_q: standard errors and t quantiles of the mean at count 0 and
+        at the largest count, for the two ends ("below already when clean",
+        "beyond the largest count").
+      threshold: X, percent.
+
+    Returns:
+      (point, low, high), each (...): inf = beyond the largest count.
+    """
+    counts = np.asarray(counts, dtype=float)
+    a, d = mean[..., :-1], np.diff(mean, axis=-1)
+    low_w, high_w = _accepted_hull(a, d, var_a, cov_ad, var_d, q, threshold)
+    width = np.diff(counts)
+    with np.errstate(invalid="ignore"):
+        low_c = np.nanmin(np.where(np.isfinite(low_w), counts[:-1] + low_w * width, np.inf), axis=-1)
+        high_c = np.nanmax(np.where(np.isfinite(high_w), counts[:-1] + high_w * width, -np.inf), axis=-1)
+    # The ends: below X already when clean, or still above it at the largest.
+    below_at_clean = mean[..., 0] - end_q[0] * end_se[0] <= threshold
+    above_at_top = mean[..., -1] + end_q[1] * end_se[1] >= threshold
+    low_c = np.where(below_at_clean, 0.0, low_c)
+    high_c = np.where(above_at_top, np.inf, high_c)
+    point = first_crossing(counts, mean, threshold)
+    return point, low_c, high_c
+
+
+def dose_response(
+    metrics: pd.DataFrame,
+    *,
+    class_id: int,
+    level: float = 0.95,
+    epoch: int | None = None,
+    increasing: bool | None = None,
+    absolute: bool = False,
+) -> pd.DataFrame:
+    """Mean delta of one class against count, its pointwise t band and a fit.
+
+    The band is pointwise: at each count the paired t interval of the mean delta
+    (Welch for unpaired sweeps), or with `absolute` the t interval of the mean
+    accuracy, the same intervals as summary.parquet's ci_low/ci_high. The fit is
+    isotonic over the counts (count 0 included), weighted by seeds, in direction
+    `increasing` (None: whichever fits better); it is descriptive only.
+
+    Args:
+      metrics: the sweep's metrics table.
+      class_id: the class.
+      level: band level.
+      epoch: the epoch analysed; None for the last.
+      increasing: fit direction, or None to choose by SSE.
+      absolute: the curve is the mean accuracy (percent) instead of the delta.
+
+    Returns:
+      One row per count: count, n_seeds, delta_mean (accuracy_mean when
+      absolute), band_low, band_high, fit, increasing, band ("pointwise").
+    """
+    check_level(level)
+    design = design_of(metrics, epoch=epoch)
+    k = class_index(design, class_id)
+    table = _table(design, k)
+    curve, n, low, high = pointwise_band(
+        table, level=level, paired=design.paired, deltas=not absolute
+    )
+    ok = np.isfinite(curve) & (n > 0)
+    fit = np.full(curve.shape, np.nan)
+    if ok.sum() >= 2:
+        weights = n[ok].astype(float)
+        if increasing is None:
+            fit[ok], increasing = monotone_fit(curve[ok], weights=weights)
+        else:
+            fit[ok] = isotonic_fit(curve[ok], weights=weights, increasing=increasing)
+    return pd.DataFrame(
+        {
+            "count": design.counts,
+            "n_seeds": n.astype(int),
+            "accuracy_mean" if absolute else "delta_mean": curve,
+            "band_low": low,
+            "band_high": high,
+            "fit": fit,
+            "increasing": increasing,
+            "band": "pointwise",
+        }
+    )
+
+
+def _table(design, k: int) -> np.ndarray:
+    """(S, C) accuracies of class column k; unpaired groups padded with NaN."""
+    if design.paired:
+        return paired_table(design, k)
+    rows = max(g.shape[0] for g in design.accuracy)
+    table = np.full((rows, len(design.accuracy)), np.nan)
+    for i, group in enumerate(design.accuracy):
+        table[: group.shape[0], i] = group[:, k]
+    return table
+
+
+def threshold_count(
+    metrics: pd.DataFrame,
+    *,
+    class_id: int,
+    threshold: float,
+    level: float = 0.95,
+    epoch: int | None = None,
+) -> tuple[float, tuple[float, float]]:
+    """How many labels must be flipped before a class's accuracy falls below X%.
+
+    Point: where the mean accuracy, linear between tested counts, first falls
+    below `threshold`. Interval: the counts where the level t test of "mean
+    accuracy = threshold" (seeds' values interpolated the same way) does not
+    reject, plus 0 when the clean accuracy is not significantly above the
+    threshold and "beyond the largest count" when the accuracy there is not
+    significantly below it; its hull is returned. See the module docstring.
+
+    Args:
+      metrics: the sweep's metrics table.
+      class_id: the class (usually the source class).
+      threshold: accuracy in percent.
+      level: interval level.
+      epoch: the epoch analysed; None for the last.
+
+    Returns:
+      (count, (low, high)): inf means beyond the largest count tried; 0 means
+      below the threshold already when clean; NaN interval with fewer than 2
+      seeds at some count; all NaN without clean replicas or any usable
+      poisoned count.
+    """
+    check_level(level)
+    design = design_of(metrics, epoch=epoch)
+    table = _table(design, class_index(design, class_id))
+    n_all = np.isfinite(table).sum(axis=0)
+    ok = n_all > 0  # counts whose replicas all diverged drop out of the curve
+    if not ok[0] or ok.sum() < 2:
+        return math.nan, (math.nan, math.nan)
+    table, counts = table[:, ok], design.counts[ok]
+    mean, var, n = _masked_moments(table)
+    if n.min() < 2:
+        return float(first_crossing(counts, mean, threshold)), (math.nan, math.nan)
+    segments = counts.size - 1
+    var_a, cov_ad, var_d, q = (np.empty(segments) for _ in range(4))
+    for j in range(segments):
+        if design.paired:
+            both = np.isfinite(table[:, j]) & np.isfinite(table[:, j + 1])
+            a, b = table[both, j], table[both, j + 1]
+            m = int(both.sum())
+            if m < 2:
+                var_a[j] = cov_ad[j] = var_d[j] = q[j] = math.nan
+                continue
+            cov = np.cov(np.stack([a, b - a]), ddof=1) / m
+            var_a[j], cov_ad[j], var_d[j] = cov[0, 0], cov[0, 1], cov[1, 1]
+            df = m - 1
+        else:
+            va, vb = var[j] / n[j], var[j + 1] / n[j + 1]
+            var_a[j], cov_ad[j], var_d[j] = va, -va, va + vb
+            df = int(min(n[j], n[j + 1])) - 1  # conservative for Welch
+        q[j] = stats.t.ppf(0.5 + level / 2, df)
+    end_se = (np.sqrt(var[0] / n[0]), np.sqrt(var[-1] / n[-1]))
+    end_q = tuple(stats.t.ppf(0.5 + level / 2, n[i] - 1) for i in (0, -1))
+    point, low, high = threshold_interval_from_moments(
+        counts, mean, var_a, cov_ad, var_d, q, end_se, end_q, threshold
+    )
+    return float(point), (float(low), float(high))
+
+
+def describe_threshold(
+    result: tuple[float, tuple[float, float]],
+    *,
+    threshold: float,
+    class_name: str,
+    largest_count: int,
+    level: float = 0.95,
+) -> str:
+    """One sentence answering the threshold question from `threshold_count`."""
+
+    def where(c: float) -> str:
+        if c == math.inf:
+            return f"beyond the largest count ({largest_count})"
+        return f"{c:.1f}"
+
+    point, (low, high) = result
+    if math.isnan(point):
+        return f"{class_name} accuracy threshold {threshold:g}%: no usable replicas."
+    if point == math.inf:
+        head = (
+            f"{class_name} accuracy stays at or above {threshold:g}%: not reached "
+            f"within the counts tried (up to {largest_count})"
+        )
+    elif point == 0:
+        head = f"{class_name} accuracy is below {threshold:g}% even when clean"
+    else:
+        head = (
+            f"{class_name} accuracy falls below {threshold:g}% at about "
+            f"{point:.1f} flipped labels"
+        )
+    if math.isnan(low):
+        return head + " (no interval: fewer than 2 seeds)."
+    if low == high == math.inf:
+        return head + f"; the {level:.0%} interval lies entirely beyond it."
+    return head + f" ({level:.0%} interval {where(low)} to {where(high)})."
