@@ -105,30 +105,21 @@ def test_intervals_degrade_without_warnings_on_tiny_samples():
     assert math.isnan(stats.t_interval(np.array([1.0]))[1][0])
     assert math.isnan(stats.welch_interval(np.array([1.0]), np.array([2.0, 3]))[1][1])
     assert stats.t_interval(np.array([2.0, 2, 2]))[1] == (2.0, 2.0)
-    point, interval, method = stats.bootstrap_interval(np.array([1.5]))
-    assert point == 1.5 and math.isnan(interval[0]) and method == "none (n < 2)"
-    point, interval, method = stats.bootstrap_interval(np.array([0.7, 0.7, 0.7]))
-    assert interval == (point, point) == pytest.approx((0.7, 0.7))
-    assert method.startswith("degenerate")
-    _, (low, high), method = stats.bootstrap_interval(np.array([1.0, 3.0]))
-    assert method == "percentile (n < 3)" and 1.0 <= low <= high <= 3.0
+    assert math.isnan(stats.t_test(np.array([1.0])))
+    assert stats.t_test(np.zeros(3)) == 1.0 and stats.t_test(np.full(3, 2.0)) == 0.0
 
 
-def test_bootstrap_is_bca_and_matches_scipy_with_the_same_generator():
-    x = np.random.default_rng(3).normal(1, 2, 12)
-    _, (low, high), method = stats.bootstrap_interval(
-        x, level=0.9, rng=np.random.default_rng(7), n_resamples=2000
-    )
-    expected = sps.bootstrap(
-        (x,),
-        np.mean,
-        confidence_level=0.9,
-        n_resamples=2000,
-        method="BCa",
-        rng=np.random.default_rng(7),
-    ).confidence_interval
-    assert method == "BCa"
-    assert (low, high) == pytest.approx((expected.low, expected.high))
+def test_t_tests_match_scipy_and_agree_with_their_intervals():
+    rng = np.random.default_rng(12)
+    for n in (3, 4, 8):
+        clean, poisoned = rng.normal(70, 3, n), rng.normal(68, 3, n)
+        p = stats.t_test(poisoned - clean)
+        assert p == pytest.approx(sps.ttest_rel(poisoned, clean).pvalue)
+        _, (low, high) = stats.t_interval(poisoned - clean, level=1 - p)
+        assert min(abs(low), abs(high)) == pytest.approx(0, abs=1e-9)
+        assert stats.welch_test(poisoned, clean) == pytest.approx(
+            sps.ttest_ind(poisoned, clean, equal_var=False).pvalue
+        )
 
 
 def test_t_interval_covers_the_true_delta_95_percent_of_the_time():
@@ -143,28 +134,6 @@ def test_t_interval_covers_the_true_delta_95_percent_of_the_time():
     intervals = [stats.t_interval(d, level=0.90)[1] for d in deltas]
     low, high = np.array(intervals).T
     assert np.mean((low <= -3.0) & (-3.0 <= high)) < 0.93
-
-
-def test_bootstrap_interval_covers_the_true_delta_95_percent_of_the_time():
-    # Bootstrap intervals for a mean behave like a z interval with the
-    # 1/n-variance sd, covering about P(|t_{n-1}| < 1.96 sqrt((n-1)/n)): 93.3%
-    # at n = 25, 94.2% at n = 80. So n = 80; 2,000 trials put the estimate's sd
-    # at 0.5 points, leaving more than 2 sd above 93%. 999 resamples each.
-    rng = np.random.default_rng(11)
-    truth, hits = 1.0, 0
-    for _ in range(2000):
-        x = rng.normal(truth, 2.0, 80)
-        _, (low, high), method = stats.bootstrap_interval(x, rng=rng, n_resamples=999)
-        hits += low <= truth <= high
-    assert method == "BCa"
-    assert 0.93 <= hits / 2000 <= 0.97
-    # With 5 seeds the same interval under-covers: the check can fail.
-    hits = 0
-    for _ in range(400):
-        x = rng.normal(truth, 2.0, 5)
-        _, (low, high), _ = stats.bootstrap_interval(x, rng=rng, n_resamples=999)
-        hits += low <= truth <= high
-    assert hits / 400 < 0.93
 
 
 # Tests and multiplicity.
@@ -197,6 +166,11 @@ def test_sign_flip_p_value_matches_brute_force_and_scipy():
     assert stats.sign_flip_test(np.array([0.0, 0.0, 0.0]))[0] == 1.0
     assert stats.sign_flip_test(np.full(8, 2.5))[0] == pytest.approx(2 / 2**8)
     assert stats.min_attainable_p(8) == pytest.approx(2 / 2**8)
+    # Zero deltas have no sign to flip: the floor counts the non-zero ones.
+    d = np.array([0.0, 0.0, 1.5, 2.0, 0.5])
+    assert stats.sign_flip_floor(d) == pytest.approx(2 / 2**3)
+    assert stats.sign_flip_test(d)[0] == pytest.approx(2 / 2**3)
+    assert stats.sign_flip_floor(np.zeros(4)) == 1.0
 
 
 def test_sign_flip_goes_monte_carlo_beyond_16_seeds():
@@ -317,7 +291,7 @@ def test_threshold_count_on_noise_free_data_is_exact():
     start = clean[clean["epoch"] == 2]["accuracy"].mean()
     # Mean cat accuracy is start - 0.25 * count: it crosses start - 5 at 20 flips.
     point, (low, high) = stats.threshold_count(
-        metrics, class_id=CAT, threshold=start - 5, rng=np.random.default_rng(0)
+        metrics, class_id=CAT, threshold=start - 5
     )
     assert point == pytest.approx(20.0, abs=1e-6)
     assert low <= point <= high
@@ -331,16 +305,15 @@ def test_threshold_count_on_noise_free_data_is_exact():
 
 def test_dose_response_is_monotone_in_the_data_direction_with_a_band():
     metrics = fake_metrics(counts=(0, 1, 5, 10, 50, 100), seeds=6)
-    rng = np.random.default_rng(0)
-    cat = stats.dose_response(metrics, class_id=CAT, rng=rng, n_boot=300)
-    dog = stats.dose_response(metrics, class_id=DOG, rng=rng, n_boot=300)
+    cat = stats.dose_response(metrics, class_id=CAT)
+    dog = stats.dose_response(metrics, class_id=DOG)
     assert not cat["increasing"].iloc[0] and dog["increasing"].iloc[0]
     assert np.all(np.diff(cat["fit"]) <= 1e-12) and np.all(np.diff(dog["fit"]) >= 0)
     assert np.all(cat["band_low"] <= cat["band_high"])
-    assert cat["delta_mean"].iloc[0] == 0.0
+    assert cat["delta_mean"].iloc[0] == 0.0 and (cat["band"] == "pointwise").all()
     assert cat["fit"].iloc[-1] == pytest.approx(-25, abs=2)  # truth: -0.25 * 100
     single = stats.dose_response(fake_metrics(seeds=1), class_id=CAT)
-    assert single["band_low"].isna().all() and single["fit"].notna().all()
+    assert single["band_low"].iloc[1:].isna().all() and single["fit"].notna().all()
 
 
 # The summary.
@@ -348,34 +321,60 @@ def test_dose_response_is_monotone_in_the_data_direction_with_a_band():
 
 def test_summarize_paired_rows_match_independent_computations():
     metrics = fake_metrics(diverged=((50, 2),))
-    summary = stats.summarize(metrics, rng=np.random.default_rng(0))
+    summary = stats.summarize(metrics)
     assert list(summary.columns) == list(stats.SUMMARY_COLUMNS)
     assert len(summary) == 2 * len(NAMES)
     assert not summary.duplicated(["count", "class_id"]).any()
     row = summary[(summary["count"] == 5) & (summary["class_id"] == CAT)].iloc[0]
     clean, poisoned = cell(metrics, 5, CAT)
-    ci = sps.ttest_rel(poisoned, clean).confidence_interval(0.95)
+    test = sps.ttest_rel(poisoned, clean)
+    ci = test.confidence_interval(0.95)
     assert row["delta_mean"] == pytest.approx((poisoned - clean).mean())
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high))
-    assert row["p_value"] == pytest.approx(
+    assert row["p_value"] == pytest.approx(test.pvalue)
+    assert row["p_method"] == "paired t"
+    assert row["p_signflip"] == pytest.approx(
         brute_force_sign_flip((poisoned - clean).to_numpy())
     )
     assert row["twin_corr"] == pytest.approx(np.corrcoef(clean, poisoned)[0, 1])
-    welch = sps.ttest_ind(poisoned, clean, equal_var=False).confidence_interval(0.95)
-    assert row["width_ratio"] == pytest.approx(
-        (ci.high - ci.low) / (welch.high - welch.low)
+    assert row["unpaired_sd"] == pytest.approx(
+        math.sqrt(poisoned.var(ddof=1) + clean.var(ddof=1))
     )
-    assert row["boot_method"] == "BCa" and row["boot_low"] < row["boot_high"]
-    assert row["mde"] == pytest.approx(stats.min_detectable_effect(row["delta_sd"], 6))
+    # mde: the paired t at the level the procedure gives a confirmatory row.
+    assert row["mde_alpha"] == 0.025
+    assert row["mde"] == pytest.approx(
+        stats.min_detectable_effect(row["delta_sd"], 6, alpha=0.025)
+    )
     # The diverged replica takes its seed's twin out of count 50 only.
     dropped = summary[summary["count"] == 50]
     assert (dropped["n_seeds"] == 5).all() and (dropped["n_diverged"] == 1).all()
     assert (summary[summary["count"] == 5]["n_diverged"] == 0).all()
-    np.testing.assert_allclose(summary["p_holm"], stats.holm(summary["p_value"]))
-    np.testing.assert_allclose(
-        summary["p_bh"], sps.false_discovery_control(summary["p_value"])
-    )
+    # Families: cat and dog confirmatory (fixed sequence), the rest Holm.
+    confirm = summary["class_id"].isin([CAT, DOG])
+    assert (summary.loc[confirm, "family"] == "confirmatory").all()
+    assert (summary.loc[~confirm, "family"] == "exploratory").all()
+    explore = summary[~confirm]
+    np.testing.assert_allclose(explore["p_adjusted"], stats.holm(explore["p_value"]))
+    cat = summary[summary["class_id"] == CAT]
+    dog = summary[summary["class_id"] == DOG]
+    expected = stats.confirmatory_adjusted(cat["p_value"], dog["p_value"])
+    np.testing.assert_allclose(cat["p_adjusted"], expected[0])
+    np.testing.assert_allclose(dog["p_adjusted"], expected[1])
+    assert (summary["significant"] == (summary["p_adjusted"] <= 0.05)).all()
     assert stats.seeds_note(summary) is None
+
+
+def test_summarize_takes_other_confirmatory_classes_by_name_or_id():
+    metrics = fake_metrics()
+    by_name = stats.summarize(metrics, classes=("bird", "frog"))
+    by_id = stats.summarize(metrics, classes=(2, 6))
+    assert by_name.equals(by_id)
+    family = by_name.set_index(["count", "class_name"])["family"]
+    assert family[(5, "bird")] == "confirmatory" and family[(5, "cat")] == "exploratory"
+    with pytest.raises(SweepError, match="'lion' is not in the results"):
+        stats.summarize(metrics, classes=("lion", "dog"))
+    with pytest.raises(SweepError, match="must differ"):
+        stats.summarize(metrics, classes=("dog", "dog"))
 
 
 def test_summarize_unpaired_uses_welch_and_label_permutations():
@@ -385,15 +384,19 @@ def test_summarize_unpaired_uses_welch_and_label_permutations():
     clean, poisoned = cell(metrics, 50, CAT)
     ci = sps.ttest_ind(poisoned, clean, equal_var=False).confidence_interval(0.9)
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high))
-    assert row["p_method"] == "permutation exact"
-    assert math.isnan(row["twin_corr"]) and math.isnan(row["width_ratio"])
+    assert row["p_method"] == "Welch t"
+    assert row["p_value"] == pytest.approx(
+        sps.ttest_ind(poisoned, clean, equal_var=False).pvalue
+    )
+    assert row["p_signflip_method"] == "permutation exact"
+    assert math.isnan(row["twin_corr"])
     assert not row["paired"] and row["level"] == 0.9
 
 
 def test_summarize_single_seed_gives_points_and_a_note_without_warnings():
     summary = stats.summarize(fake_metrics(seeds=1))  # warnings are errors here
     assert summary["delta_mean"].notna().all()
-    for column in ("ci_low", "boot_low", "p_value", "p_holm", "mde", "twin_corr"):
+    for column in ("ci_low", "p_value", "p_adjusted", "p_signflip", "mde", "twin_corr"):
         assert summary[column].isna().all(), column
     assert stats.seeds_note(summary) == (
         "intervals need at least 2 seeds; this sweep has 1"
@@ -425,6 +428,11 @@ def test_summarize_analyses_the_requested_epoch_and_refuses_bad_ones():
     row = early[(early["count"] == 50) & (early["class_id"] == CAT)].iloc[0]
     assert row["poisoned_mean"] == pytest.approx(poisoned.mean())
     assert row["epoch"] == 1
+    # A replica that diverges at epoch 2 is left out at epoch 1 as well.
+    late = metrics.copy()
+    late.loc[(late["count"] == 50) & (late["seed"] == 3) & (late["epoch"] == 2), "diverged"] = True
+    early = stats.summarize(late, epoch=1)
+    assert (early[early["count"] == 50]["n_seeds"] == 5).all()
     with pytest.raises(SweepError, match="epoch 7 is not in the results"):
         stats.summarize(metrics, epoch=7)
     with pytest.raises(SweepError, match="--level"):
@@ -435,18 +443,49 @@ def test_summarize_analyses_the_requested_epoch_and_refuses_bad_ones():
         stats.summarize(metrics.drop(columns="diverged"))
 
 
-def test_smallest_significant_count_reads_the_adjusted_column():
+def test_smallest_effective_count_reads_the_confirmatory_rule():
     summary = pd.DataFrame(
         {
-            "count": [1, 5, 10, 1, 5, 10],
-            "class_id": [3, 3, 3, 5, 5, 5],
-            "p_holm": [0.2, 0.04, 0.01, 0.9, 0.9, 0.9],
-            "p_bh": [0.03, 0.02, 0.01, 0.9, 0.9, 0.04],
+            "count": [1, 5, 10, 1, 5, 10, 1],
+            "class_id": [3, 3, 3, 5, 5, 5, 0],
+            "family": ["confirmatory"] * 6 + ["exploratory"],
+            "p_adjusted": [0.2, 0.04, 0.01, 0.9, 0.9, 0.9, 0.001],
         }
     )
-    assert stats.smallest_significant_count(summary, 3) == 5
-    assert stats.smallest_significant_count(summary, 3, adjust="bh") == 1
-    assert stats.smallest_significant_count(summary, 5) is None
+    assert stats.smallest_effective_count(summary, 3) == 5
+    assert stats.smallest_effective_count(summary, 5) is None
+    with pytest.raises(SweepError, match="not in the confirmatory family"):
+        stats.smallest_effective_count(summary, 0)
+
+
+def test_fixed_sequence_stops_at_the_first_count_it_cannot_reject():
+    # Source: largest count first, each at alpha/2 = 0.025; 0.03 at the middle
+    # count stops the sequence, so the smallest count (p 0.001) is not declared.
+    s, t = stats.confirmatory_adjusted(
+        np.array([0.001, 0.03, 0.001]), np.array([0.5, 0.5, 0.5])
+    )
+    np.testing.assert_allclose(s, [0.06, 0.06, 0.002])
+    # The target rejecting every count passes its alpha on: source at 0.05.
+    s, t = stats.confirmatory_adjusted(
+        np.array([0.001, 0.03, 0.001]), np.array([0.001, 0.001, 0.001])
+    )
+    assert (s <= 0.05).all() and (t <= 0.05).all()
+    # NaN (too few seeds) is never rejected and stops the sequence.
+    s, _ = stats.confirmatory_adjusted(np.array([0.001, np.nan]), np.array([1.0, 1.0]))
+    assert (s == 1).all()
+
+
+def test_unpaired_seeds_equivalent_compares_like_with_like():
+    base = {"n_seeds": [4, 4], "delta_sd": [2.0, 2.0]}
+    # Unrelated twins (unpaired sd = delta sd): no gain beyond the df.
+    same = stats.unpaired_seeds_equivalent(pd.DataFrame({**base, "unpaired_sd": [2.0, 2.0]}))
+    assert same == 4
+    # Correlated twins: an unpaired sweep needs m with
+    # t(2m-2) sd_u / sqrt(m) <= t(3) sd_d / 2.
+    m = stats.unpaired_seeds_equivalent(pd.DataFrame({**base, "unpaired_sd": [6.0, 6.0]}))
+    paired = sps.t.ppf(0.975, 3) * 2.0 / 2
+    assert sps.t.ppf(0.975, 2 * m - 2) * 6 / math.sqrt(m) <= paired
+    assert sps.t.ppf(0.975, 2 * m - 4) * 6 / math.sqrt(m - 1) > paired
 
 
 # Power.
@@ -466,12 +505,14 @@ def test_power_matches_known_values_and_simulation():
 
 def test_plan_table_and_its_errors():
     table = stats.plan(1.0, sd=2.0, seeds=(4, 8))
-    needed = stats.seeds_needed(1.0, 2.0)
+    # The confirmatory rule tests each class's sequence at alpha / 2.
+    needed = stats.seeds_needed(1.0, 2.0, alpha=0.025)
+    assert table.attrs["test_alpha"] == 0.025
     assert list(table["seeds"]) == [4, 8, needed]
     assert table.loc[table["seeds"] == needed, "note"].item() == "needed"
     assert table["power"].is_monotonic_increasing
     assert table.attrs["sd_source"] == "given"
-    assert "34 seeds" in stats.format_plan(table)
+    assert f"{needed} seeds" in stats.format_plan(table)
     assert stats.plan(1.0).attrs["sd"] == stats.DEFAULT_SD
     with pytest.raises(SweepError, match="--effect"):
         stats.plan(0.0)
