@@ -4,8 +4,10 @@
     res = sweep.run(data="sample", counts=[100, 300], seeds=4, epochs=3)
     res.summary, res.plot_dose_response(), res.report()
     sweep.load("results/...")
+    sweep.summarize(metrics_df, level=0.95, epoch=None, classes=("cat", "dog"))
 """
 
 from sweep.api import Results, load, run
+from sweep.stats import dose_response, summarize, threshold_count
 
-__all__ = ["Results", "load", "run"]
+__all__ = ["Results", "dose_response", "load", "run", "summarize", "threshold_count"]

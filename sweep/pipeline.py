@@ -252,7 +252,7 @@ def finalize(out: Path, manifest: dict) -> None:
     confusion = results.read_chunks(out, "confusion")
     results.write_parquet(metrics, out / "metrics.parquet")
     results.write_parquet(confusion, out / "confusion.parquet")
-    summary = stats.summarize(metrics)
+    summary = stats.summarize(metrics, classes=stats.classes_of(manifest))
     results.write_parquet(summary, out / "summary.parquet")
     manifest["status"] = "complete"
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -46,8 +46,7 @@ SUMMARY_METRICS = {
     "ci_low": "ci_low",
     "ci_high": "ci_high",
     "p_value": "p_value",
-    "p_holm": "p_holm",
-    "p_bh": "p_bh",
+    "p_adjusted": "p_adjusted",
 }
 RESULT_FILES = (
     "manifest.json", "metrics.parquet", "summary.parquet",
@@ -196,7 +195,7 @@ def read_sweep(out: Path) -> dict:
                 f"cannot read {summary_path}: {one_line(error)}"
             ) from None
     else:
-        summary = stats.summarize(metrics)
+        summary = stats.summarize(metrics, classes=stats.classes_of(manifest))
     names = list(manifest.get("class_names") or [])
     ids = (manifest.get("source_id"), manifest.get("target_id"))
     if len(names) == 0 or any(i is None or not 0 <= i < len(names) for i in ids):

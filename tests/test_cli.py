@@ -92,7 +92,7 @@ def test_summary_pairs_each_count_with_its_clean_twins(finished):
     m = pd.read_parquet(out / "metrics.parquet")
     s = pd.read_parquet(out / "summary.parquet")
     for column in ("count", "class_name", "delta_mean", "ci_low", "ci_high",
-                   "n_seeds", "p_value", "p_holm", "p_bh"):
+                   "n_seeds", "p_value", "p_adjusted", "family", "significant"):
         assert column in s.columns, column
     assert len(s) == (len(COUNTS) - 1) * N_CLASSES
     assert (s["n_seeds"] == SEEDS).all()

@@ -21,6 +21,7 @@ from sweep.stats.design import (
     METRIC_COLUMNS,
     Design,
     check_metrics,
+    classes_of,
     design_of,
 )
 from sweep.stats.dose import (
@@ -38,7 +39,6 @@ from sweep.stats.intervals import (
     DEFAULT_N_RESAMPLES,
     MAX_EXACT_PERMUTATIONS,
     MAX_EXACT_SEEDS,
-    bootstrap_interval,
     min_attainable_p,
     permutation_test,
     sign_flip_floor,

@@ -136,6 +136,15 @@ def design_of(metrics: pd.DataFrame, *, epoch: int | None = None) -> Design:
     )
 
 
+def classes_of(manifest: dict) -> tuple[int, int] | None:
+    """The sweep's (source, target) class ids from its manifest, or None (the
+    defaults) for manifests that do not record them."""
+    source, target = manifest.get("source_id"), manifest.get("target_id")
+    if source is None or target is None:
+        return None
+    return int(source), int(target)
+
+
 def class_index(design: Design, class_id: int) -> int:
     """Column of `class_id` in the design's (S, K) arrays."""
     where = np.flatnonzero(design.class_ids == class_id)

@@ -4,8 +4,8 @@ The summary reports the t interval (paired t, or Welch for unpaired sweeps) and
 the p-value of the same t test, so a p below alpha means the interval excludes
 0. The exact sign-flip test is kept as a robustness column: it assumes only that
 a delta is as likely negative as positive under the null, but with n seeds it
-cannot go below 2 / 2^n. The bootstrap interval is kept for callers but is not
-reported: at 3-8 seeds its 95% interval covers only 72-90% (docs/statistics.md).
+cannot go below 2 / 2^n. There is no bootstrap interval: at 3-8 seeds its "95%"
+interval covers only about 72-90% (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import warnings
 
 import numpy as np
 from scipy import stats
@@ -82,70 +81,6 @@ def _welch_se_df(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return 0.0, float(x.size + y.size - 2)
     df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
     return math.sqrt(vx + vy), float(df)
-
-
-def bootstrap_interval(
-    x: np.ndarray,
-    y: np.ndarray | None = None,
-    *,
-    level: float = 0.95,
-    rng: np.random.Generator | None = None,
-    n_resamples: int = DEFAULT_N_RESAMPLES,
-) -> tuple[float, tuple[float, float], str]:
-    """Bootstrap interval for mean(x), or mean(x) - mean(y) resampling each alone.
-
-    BCa (scipy.stats.bootstrap) when every sample has n >= 3 and some spread;
-    otherwise, or if BCa comes out undefined, the percentile interval.
-
-    Args:
-      x: (n_x,) e.g. paired deltas, or poisoned accuracies when y is given.
-      y: (n_y,) clean accuracies for an unpaired difference, or None.
-      level: confidence level.
-      rng: the resampling generator.
-      n_resamples: bootstrap resamples.
-
-    Returns:
-      (point, (low, high), method): method says which interval was computed.
-    """
-    samples = [np.asarray(x, dtype=float)]
-    if y is not None:
-        samples.append(np.asarray(y, dtype=float))
-    if min(s.size for s in samples) == 0:
-        return math.nan, (math.nan, math.nan), "none (no seeds)"
-    point = float(samples[0].mean() - (samples[1].mean() if y is not None else 0.0))
-    if min(s.size for s in samples) < 2:
-        return point, (math.nan, math.nan), "none (n < 2)"
-    if all(np.ptp(s) == 0 for s in samples):
-        return point, (point, point), "degenerate (no spread)"
-
-    def statistic(*data: np.ndarray, axis: int) -> np.ndarray:
-        mean = data[0].mean(axis=axis)
-        return mean - data[1].mean(axis=axis) if len(data) == 2 else mean
-
-    bca = min(s.size for s in samples) >= 3
-    with warnings.catch_warnings():
-        # An undefined BCa interval warns and returns NaN; we fall back instead.
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        result = stats.bootstrap(
-            tuple(samples),
-            statistic,
-            vectorized=True,
-            n_resamples=n_resamples,
-            confidence_level=level,
-            method="BCa" if bca else "percentile",
-            rng=_rng(rng),
-        )
-    low, high = result.confidence_interval
-    if bca and np.isfinite([low, high]).all():
-        return point, (float(low), float(high)), "BCa"
-    low, high = np.quantile(
-        result.bootstrap_distribution, [0.5 - level / 2, 0.5 + level / 2]
-    )
-    why = "BCa undefined" if bca else "n < 3"
-    return point, (float(low), float(high)), f"percentile ({why})"
-
-
-# Tests and multiplicity.
 
 
 @functools.lru_cache(maxsize=MAX_EXACT_SEEDS + 1)
