@@ -30,8 +30,12 @@ def kw(n: int, dist: str, seed: int) -> dict:
 @pytest.mark.parametrize("dist", simulate.DISTRIBUTIONS)
 @pytest.mark.parametrize("n", SMALL)
 def test_paired_t_and_welch_intervals_cover_95(n, dist):
-    assert 0.93 <= simulate.coverage_paired_t(MODEL, level=0.95, **kw(n, dist, n)) <= 0.97
-    assert 0.93 <= simulate.coverage_welch(MODEL, level=0.95, **kw(n, dist, n + 1)) <= 0.97
+    assert (
+        0.93 <= simulate.coverage_paired_t(MODEL, level=0.95, **kw(n, dist, n)) <= 0.97
+    )
+    assert (
+        0.93 <= simulate.coverage_welch(MODEL, level=0.95, **kw(n, dist, n + 1)) <= 0.97
+    )
     assert simulate.coverage_paired_t(MODEL, level=0.90, **kw(n, dist, n + 2)) < 0.93
 
 

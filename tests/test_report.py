@@ -190,7 +190,9 @@ def test_report_summary_holds_every_statistic(built):
     top = summary[(summary["class_id"] == CAT) & (summary["count"] == 25)].iloc[0]
     # Truth: -0.6 points per flipped label, -15 at 25, far outside the noise.
     assert top["ci_high"] < 0 and top["delta_mean"] == pytest.approx(-15, abs=3)
-    assert top["boot_method"] == "BCa" and top["p_method"] == "sign-flip exact (2^5)"
+    assert top["p_method"] == "paired t"
+    assert top["p_signflip_method"] == "sign-flip exact (2^5)"
+    assert top["family"] == "confirmatory" and top["significant"]
     assert (summary[summary["count"] == 10]["n_seeds"] == 4).all()
 
 
@@ -203,10 +205,11 @@ def test_report_states_design_answers_and_divergence(built):
         "Diverged replicas: 1 left out (count, seed): (10, 1)",
         "Threshold (no --threshold given",
         "cat accuracy falls below",
-        "Smallest count with a significant effect",
+        "Confirmatory: smallest effective count (familywise error <= 0.05",
+        "Exploratory: other classes that moved",
         "Pairing: median twin correlation",
-        "Power: with these seeds",
-        "the exact sign-flip test cannot give p below 0.0625",
+        "Power of the rule used",
+        "with these seeds it cannot go below 0.0625",
     ):
         assert phrase in text, phrase
     assert "intervals need at least 2 seeds" not in text

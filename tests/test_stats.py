@@ -430,7 +430,9 @@ def test_summarize_analyses_the_requested_epoch_and_refuses_bad_ones():
     assert row["epoch"] == 1
     # A replica that diverges at epoch 2 is left out at epoch 1 as well.
     late = metrics.copy()
-    late.loc[(late["count"] == 50) & (late["seed"] == 3) & (late["epoch"] == 2), "diverged"] = True
+    late.loc[
+        (late["count"] == 50) & (late["seed"] == 3) & (late["epoch"] == 2), "diverged"
+    ] = True
     early = stats.summarize(late, epoch=1)
     assert (early[early["count"] == 50]["n_seeds"] == 5).all()
     with pytest.raises(SweepError, match="epoch 7 is not in the results"):
@@ -478,11 +480,15 @@ def test_fixed_sequence_stops_at_the_first_count_it_cannot_reject():
 def test_unpaired_seeds_equivalent_compares_like_with_like():
     base = {"n_seeds": [4, 4], "delta_sd": [2.0, 2.0]}
     # Unrelated twins (unpaired sd = delta sd): no gain beyond the df.
-    same = stats.unpaired_seeds_equivalent(pd.DataFrame({**base, "unpaired_sd": [2.0, 2.0]}))
+    same = stats.unpaired_seeds_equivalent(
+        pd.DataFrame({**base, "unpaired_sd": [2.0, 2.0]})
+    )
     assert same == 4
     # Correlated twins: an unpaired sweep needs m with
     # t(2m-2) sd_u / sqrt(m) <= t(3) sd_d / 2.
-    m = stats.unpaired_seeds_equivalent(pd.DataFrame({**base, "unpaired_sd": [6.0, 6.0]}))
+    m = stats.unpaired_seeds_equivalent(
+        pd.DataFrame({**base, "unpaired_sd": [6.0, 6.0]})
+    )
     paired = sps.t.ppf(0.975, 3) * 2.0 / 2
     assert sps.t.ppf(0.975, 2 * m - 2) * 6 / math.sqrt(m) <= paired
     assert sps.t.ppf(0.975, 2 * m - 4) * 6 / math.sqrt(m - 1) > paired

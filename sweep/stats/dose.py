@@ -128,8 +128,6 @@ def crossing(counts: np.ndarray, curve: np.ndarray, threshold: float) -> float:
     return float(c0 + (v0 - threshold) / (v0 - v1) * (c1 - c0))
 
 
-
-
 def _masked_moments(table: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per column of (S, C): mean, sample variance and n over finite entries."""
     ok = np.isfinite(table)
@@ -166,7 +164,8 @@ def pointwise_band(
         se2 = se2 + se2[0]
         with np.errstate(invalid="ignore", divide="ignore"):
             df = se2**2 / (
-                (var / np.maximum(n, 1)) ** 2 / (n - 1) + (var[0] / n[0]) ** 2 / (n[0] - 1)
+                (var / np.maximum(n, 1)) ** 2 / (n - 1)
+                + (var[0] / n[0]) ** 2 / (n[0] - 1)
             )
         df[0] = np.inf
         ok = (n >= 2) & (n[0] >= 2)
@@ -221,12 +220,18 @@ def _accepted_hull(
     stack = np.stack(np.broadcast_arrays(*candidates), axis=0)
     with np.errstate(invalid="ignore"):
         any_kept = np.isfinite(stack).any(axis=0)
-        low = np.where(any_kept, np.nanmin(np.where(any_kept, stack, 0), axis=0), np.nan)
-        high = np.where(any_kept, np.nanmax(np.where(any_kept, stack, 0), axis=0), np.nan)
+        low = np.where(
+            any_kept, np.nanmin(np.where(any_kept, stack, 0), axis=0), np.nan
+        )
+        high = np.where(
+            any_kept, np.nanmax(np.where(any_kept, stack, 0), axis=0), np.nan
+        )
     return low, high
 
 
-def first_crossing(counts: np.ndarray, mean: np.ndarray, threshold: float) -> np.ndarray:
+def first_crossing(
+    counts: np.ndarray, mean: np.ndarray, threshold: float
+) -> np.ndarray:
     """Where (..., C) curves first fall below `threshold`, linear between counts.
 
     0 where a curve starts below it, inf where it never falls below.
@@ -238,7 +243,9 @@ def first_crossing(counts: np.ndarray, mean: np.ndarray, threshold: float) -> np
     v0 = np.take_along_axis(mean, (i - 1)[..., None], axis=-1)[..., 0]
     v1 = np.take_along_axis(mean, i[..., None], axis=-1)[..., 0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        point = counts[i - 1] + (v0 - threshold) / (v0 - v1) * (counts[i] - counts[i - 1])
+        point = counts[i - 1] + (v0 - threshold) / (v0 - v1) * (
+            counts[i] - counts[i - 1]
+        )
     point = np.where(first == 0, 0.0, point)
     return np.where(~below.any(axis=-1), np.inf, point)
 
@@ -276,8 +283,13 @@ def threshold_interval_from_moments(
     low_w, high_w = _accepted_hull(a, d, var_a, cov_ad, var_d, q, threshold)
     width = np.diff(counts)
     with np.errstate(invalid="ignore"):
-        low_c = np.nanmin(np.where(np.isfinite(low_w), counts[:-1] + low_w * width, np.inf), axis=-1)
-        high_c = np.nanmax(np.where(np.isfinite(high_w), counts[:-1] + high_w * width, -np.inf), axis=-1)
+        low_c = np.nanmin(
+            np.where(np.isfinite(low_w), counts[:-1] + low_w * width, np.inf), axis=-1
+        )
+        high_c = np.nanmax(
+            np.where(np.isfinite(high_w), counts[:-1] + high_w * width, -np.inf),
+            axis=-1,
+        )
     # The ends: below X already when clean, or still above it at the largest.
     below_at_clean = mean[..., 0] - end_q[0] * end_se[0] <= threshold
     above_at_top = mean[..., -1] + end_q[1] * end_se[1] >= threshold

@@ -148,9 +148,9 @@ def confirmatory_graph(n_counts: int) -> tuple[np.ndarray, np.ndarray]:
     return weights, g
 
 
-def confirmatory_adjusted(source_p: np.ndarray, target_p: np.ndarray) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def confirmatory_adjusted(
+    source_p: np.ndarray, target_p: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Adjusted p-values of the confirmatory procedure.
 
     Args:

@@ -34,7 +34,9 @@ DEFAULT_SD = 2.0
 PLAN_SEEDS = (2, 3, 4, 6, 8, 12, 16, 24, 32)
 
 
-def row_alpha(family: str, *, alpha: float = POWER_ALPHA, m_exploratory: int = 1) -> float:
+def row_alpha(
+    family: str, *, alpha: float = POWER_ALPHA, m_exploratory: int = 1
+) -> float:
     """Two-sided level at which the procedure tests one row of `family`."""
     if family == "confirmatory":
         return alpha * CONFIRMATORY_SHARE

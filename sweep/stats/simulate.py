@@ -142,7 +142,13 @@ def coverage_paired_t(
 
 
 def coverage_percentile_bootstrap(
-    model: NoiseModel, *, seeds: int, dist: str, trials: int, level: float, rng,
+    model: NoiseModel,
+    *,
+    seeds: int,
+    dist: str,
+    trials: int,
+    level: float,
+    rng,
     resamples: int = 999,
 ) -> float:
     """Percentile bootstrap of the paired deltas' mean: NOT reported by the tool;
@@ -196,7 +202,10 @@ def threshold_intervals(
     mean = a.mean(axis=1)
     base = a[..., :-1]
     change = np.diff(a, axis=-1)
-    cb, cd = base - base.mean(axis=1, keepdims=True), change - change.mean(axis=1, keepdims=True)
+    cb, cd = (
+        base - base.mean(axis=1, keepdims=True),
+        change - change.mean(axis=1, keepdims=True),
+    )
     var_a = (cb**2).sum(axis=1) / (n - 1) / n
     cov_ad = (cb * cd).sum(axis=1) / (n - 1) / n
     var_d = (cd**2).sum(axis=1) / (n - 1) / n
@@ -204,7 +213,15 @@ def threshold_intervals(
     se = a.std(axis=1, ddof=1) / math.sqrt(n)
     end_q = (q[..., 0], q[..., 0])
     return threshold_interval_from_moments(
-        counts, mean, var_a, cov_ad, var_d, q, (se[..., 0], se[..., -1]), end_q, threshold
+        counts,
+        mean,
+        var_a,
+        cov_ad,
+        var_d,
+        q,
+        (se[..., 0], se[..., -1]),
+        end_q,
+        threshold,
     )
 
 
@@ -216,9 +233,9 @@ def threshold_scenarios(model: NoiseModel) -> dict[str, float]:
     scenarios = {}
     for j in range(mu.size - 1):
         if mu[j] - mu[j + 1] > 1e-6:
-            scenarios[f"crossed between {model.counts[j]} and {model.counts[j + 1]}"] = (
-                0.5 * (mu[j] + mu[j + 1])
-            )
+            scenarios[
+                f"crossed between {model.counts[j]} and {model.counts[j + 1]}"
+            ] = 0.5 * (mu[j] + mu[j + 1])
     scenarios["never reached"] = float(mu[-1] - 2 * model.delta_sd)
     return scenarios
 
@@ -320,7 +337,14 @@ def fwer_confirmatory(
 
 
 def power_confirmatory(
-    model: NoiseModel, effect: float, *, seeds: int, dist: str, trials: int, alpha: float, rng
+    model: NoiseModel,
+    effect: float,
+    *,
+    seeds: int,
+    dist: str,
+    trials: int,
+    alpha: float,
+    rng,
 ) -> float:
     """How often the rule declares the smallest count effective on the source
     when its effect there is `effect` and the larger counts have 3x and 6x it
@@ -341,7 +365,15 @@ def power_confirmatory(
 
 
 def power_exploratory(
-    model: NoiseModel, effect: float, m: int, *, seeds: int, dist: str, trials: int, alpha: float, rng
+    model: NoiseModel,
+    effect: float,
+    m: int,
+    *,
+    seeds: int,
+    dist: str,
+    trials: int,
+    alpha: float,
+    rng,
 ) -> tuple[float, float]:
     """Holm over m exploratory rows, one with an effect: (simulated power,
     familywise error over the m - 1 null rows)."""
@@ -373,42 +405,121 @@ def table(
 
     def add(what: str, n: int, dist: str, value: float, promised: float | str) -> None:
         rows.append(
-            {"quantity": what, "seeds": n, "noise": dist, "simulated": value, "stated": promised}
+            {
+                "quantity": what,
+                "seeds": n,
+                "noise": dist,
+                "simulated": value,
+                "stated": promised,
+            }
         )
 
     scenarios = threshold_scenarios(model)
     for n in seeds:
         for dist in DISTRIBUTIONS:
             kw = dict(seeds=n, dist=dist, trials=trials, rng=rng)
-            add("coverage: paired t interval (ci)", n, dist, coverage_paired_t(model, level=level, **kw), level)
-            add("coverage: Welch interval (ci, --unpaired)", n, dist, coverage_welch(model, level=level, **kw), level)
-            add("not reported: percentile bootstrap (2,000 trials)", n, dist,
-                coverage_percentile_bootstrap(model, level=level, **kw), level)
+            add(
+                "coverage: paired t interval (ci)",
+                n,
+                dist,
+                coverage_paired_t(model, level=level, **kw),
+                level,
+            )
+            add(
+                "coverage: Welch interval (ci, --unpaired)",
+                n,
+                dist,
+                coverage_welch(model, level=level, **kw),
+                level,
+            )
+            add(
+                "not reported: percentile bootstrap (2,000 trials)",
+                n,
+                dist,
+                coverage_percentile_bootstrap(model, level=level, **kw),
+                level,
+            )
             delta, absolute = coverage_band(model, level=level, **kw)
-            add("coverage: dose-response band, deltas (pointwise, worst count)", n, dist, delta, level)
-            add("coverage: accuracy band (pointwise, worst count)", n, dist, absolute, level)
+            add(
+                "coverage: dose-response band, deltas (pointwise, worst count)",
+                n,
+                dist,
+                delta,
+                level,
+            )
+            add(
+                "coverage: accuracy band (pointwise, worst count)",
+                n,
+                dist,
+                absolute,
+                level,
+            )
             for name, x in scenarios.items():
                 # "Never reached" is a one-sided claim (the interval reaches
                 # beyond the largest count): at least `level`, not about it.
                 promised = f">= {level:g}" if name == "never reached" else level
-                add(f"coverage: threshold interval, {name}", n, dist,
-                    coverage_threshold(model, x, level=level, **kw), promised)
+                add(
+                    f"coverage: threshold interval, {name}",
+                    n,
+                    dist,
+                    coverage_threshold(model, x, level=level, **kw),
+                    promised,
+                )
             g, p = fwer_confirmatory(model, alpha=alpha, **kw)
             add("FWER: confirmatory rule, global null", n, dist, g, f"<= {alpha:g}")
-            add("FWER: confirmatory rule, null counts below an effective one", n, dist, p, f"<= {alpha:g}")
-            mde = min_detectable_effect(model.delta_sd, n, alpha=row_alpha("confirmatory", alpha=alpha), power=POWER_TARGET)
-            add("power: confirmatory rule at plan's mde (stated: 0.8)", n, dist,
-                power_confirmatory(model, mde, alpha=alpha, **kw), POWER_TARGET)
+            add(
+                "FWER: confirmatory rule, null counts below an effective one",
+                n,
+                dist,
+                p,
+                f"<= {alpha:g}",
+            )
+            mde = min_detectable_effect(
+                model.delta_sd,
+                n,
+                alpha=row_alpha("confirmatory", alpha=alpha),
+                power=POWER_TARGET,
+            )
+            add(
+                "power: confirmatory rule at plan's mde (stated: 0.8)",
+                n,
+                dist,
+                power_confirmatory(model, mde, alpha=alpha, **kw),
+                POWER_TARGET,
+            )
             effect = 2 * model.delta_sd
-            stated = paired_power(effect, model.delta_sd, n, alpha=row_alpha("confirmatory", alpha=alpha))
-            add(f"power: confirmatory rule, effect 2 sd = {effect:.2f} points "
-                "(simulated / plan)", n, dist,
-                power_confirmatory(model, effect, alpha=alpha, **kw), stated)
+            stated = paired_power(
+                effect, model.delta_sd, n, alpha=row_alpha("confirmatory", alpha=alpha)
+            )
+            add(
+                f"power: confirmatory rule, effect 2 sd = {effect:.2f} points "
+                "(simulated / plan)",
+                n,
+                dist,
+                power_confirmatory(model, effect, alpha=alpha, **kw),
+                stated,
+            )
             level_e = row_alpha("exploratory", alpha=alpha, m_exploratory=m_exploratory)
-            mde_e = min_detectable_effect(model.delta_sd, n, alpha=level_e, power=POWER_TARGET)
-            power_e, fwer_e = power_exploratory(model, mde_e, m_exploratory, alpha=alpha, **kw)
-            add(f"power: exploratory Holm (m={m_exploratory}) at its mde (stated: 0.8)", n, dist, power_e, POWER_TARGET)
-            add(f"FWER: exploratory Holm (m={m_exploratory})", n, dist, fwer_e, f"<= {alpha:g}")
+            mde_e = min_detectable_effect(
+                model.delta_sd, n, alpha=level_e, power=POWER_TARGET
+            )
+            power_e, fwer_e = power_exploratory(
+                model, mde_e, m_exploratory, alpha=alpha, **kw
+            )
+            add(
+                f"power: exploratory Holm (m={m_exploratory}) at its mde (stated: 0.8)",
+                n,
+                dist,
+                power_e,
+                POWER_TARGET,
+            )
+            add(
+                f"FWER: exploratory Holm (m={m_exploratory})",
+                n,
+                dist,
+                fwer_e,
+                f"<= {alpha:g}",
+            )
     return pd.DataFrame(rows)
 
 
@@ -435,8 +546,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m sweep.stats.simulate",
         description="Simulated coverage and power of everything the summary reports.",
     )
-    parser.add_argument("--from", dest="results_dir", default=None,
-                        help="take the noise model from this finished sweep")
+    parser.add_argument(
+        "--from",
+        dest="results_dir",
+        default=None,
+        help="take the noise model from this finished sweep",
+    )
     parser.add_argument("--source", default="cat", help="class of the threshold curve")
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS)
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
@@ -445,14 +560,18 @@ def main(argv: list[str] | None = None) -> int:
         from sweep.results import load_results
 
         results = load_results(args.results_dir)
-        model = NoiseModel.from_metrics(results.metrics, source_class=args.source, label=args.results_dir)
+        model = NoiseModel.from_metrics(
+            results.metrics, source_class=args.source, label=args.results_dir
+        )
     else:
         model = NoiseModel()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     print(
         f"noise model ({model.source}): delta sd {model.delta_sd:.2f} points, twin "
         f"correlation {model.twin_corr:.2f}, {args.source} accuracy "
-        + ", ".join(f"{v:.1f}% at {c}" for c, v in zip(model.counts, model.curve, strict=True))
+        + ", ".join(
+            f"{v:.1f}% at {c}" for c, v in zip(model.counts, model.curve, strict=True)
+        )
         + f"; {args.trials} trials a cell"
     )
     print(to_markdown(table(model, seeds=seeds, trials=args.trials)))

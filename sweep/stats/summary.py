@@ -127,7 +127,12 @@ def _cell(
             floor = 1 / math.comb(clean.size + poisoned.size, clean.size)
         corr = math.nan
     if not enough:  # one seed: a p-value of 1 from two sign patterns says nothing
-        p, p_method, flip, flip_method = math.nan, "none (n < 2)", math.nan, "none (n < 2)"
+        p, p_method, flip, flip_method = (
+            math.nan,
+            "none (n < 2)",
+            math.nan,
+            "none (n < 2)",
+        )
         ci, floor = (math.nan, math.nan), math.nan
     row.update(
         delta_mean=delta,
@@ -246,7 +251,9 @@ def summarize(
     return summary[list(SUMMARY_COLUMNS)].reset_index(drop=True)
 
 
-def _decide(summary: pd.DataFrame, confirmatory: tuple[int, int], *, alpha: float) -> None:
+def _decide(
+    summary: pd.DataFrame, confirmatory: tuple[int, int], *, alpha: float
+) -> None:
     """Fill p_adjusted, adjustment, significant, alpha, mde, mde_alpha in place."""
     adjusted = np.full(len(summary), np.nan)
     source = (summary["class_id"] == confirmatory[0]).to_numpy()
@@ -293,7 +300,7 @@ def accuracy_by_count(
     Returns:
       Rows count, class_id, class_name, n, mean, low, high (percent).
     """
-    _check_level(level)
+    check_level(level)
     design = design_of(metrics, epoch=epoch)
     rows = []
     for count, group in zip(design.counts, design.accuracy, strict=True):
@@ -312,30 +319,6 @@ def accuracy_by_count(
                 }
             )
     return pd.DataFrame(rows)
-
-
-def seeds_note(summary: pd.DataFrame) -> str | None:
-    """One line saying why intervals are missing, or None when every row has them.
-
-    Args:
-      summary: a `summarize` table.
-
-    Returns:
-      e.g. "intervals need at least 2 seeds; this sweep has 1", or None.
-    """
-    n = summary["n_seeds"].to_numpy()
-    if "n_clean" in summary.columns:
-        n = np.minimum(n, summary["n_clean"].to_numpy())
-    if n.size == 0 or n.min() >= 2:
-        return None
-    head = "intervals need at least 2 seeds; "
-    run = int((summary["n_seeds"] + summary["n_diverged"]).max())
-    if n.max() < 2 and run < 2:
-        return head + f"this sweep has {run}"
-    if n.max() < 2:
-        return head + f"at most {int(n.max())} per count is left after divergence"
-    short = ", ".join(str(c) for c in sorted(set(summary.loc[n < 2, "count"])))
-    return head + f"after dropping diverged replicas count(s) {short} have fewer"
 
 
 def seeds_note(summary: pd.DataFrame) -> str | None:
