@@ -123,8 +123,9 @@ def _cell(
             poisoned, clean, rng=rng, n_resamples=n_resamples
         )
         floor = math.nan
-        if enough:
-            floor = 1 / math.comb(clean.size + poisoned.size, clean.size)
+        if enough:  # equal groups: a relabelling and its mirror tie
+            mirror = 2 if clean.size == poisoned.size else 1
+            floor = mirror / math.comb(clean.size + poisoned.size, clean.size)
         corr = math.nan
     if not enough:  # one seed: a p-value of 1 from two sign patterns says nothing
         p, p_method, flip, flip_method = (
