@@ -62,6 +62,17 @@ def test_threshold_interval_covers_the_true_crossing(n, dist):
     assert simulate.coverage_threshold(MODEL, x, level=0.9, **kw(n, dist, 7)) < 0.93
 
 
+@pytest.mark.parametrize("n", (4, 8))
+def test_unpaired_threshold_interval_covers_the_true_crossing(n):
+    # At 3 seeds it is conservative (about 97%; docs/statistics.md).
+    x = list(simulate.threshold_scenarios(MODEL).values())[1]
+    for dist in simulate.DISTRIBUTIONS:
+        cover = simulate.coverage_threshold_unpaired(
+            MODEL, x, level=0.95, **kw(n, dist, 50 + n)
+        )
+        assert 0.93 <= cover <= 0.97, dist
+
+
 @pytest.mark.parametrize("n", SMALL)
 def test_confirmatory_rule_controls_familywise_error(n):
     for dist in simulate.DISTRIBUTIONS:
@@ -119,6 +130,21 @@ def test_vectorised_confirmatory_rule_is_the_graphical_procedure():
             a_s, a_t = stats.confirmatory_adjusted(p_source[i], p_target[i])
             np.testing.assert_array_equal(s[i], a_s <= 0.05)
             np.testing.assert_array_equal(t[i], a_t <= 0.05)
+
+
+def test_unpaired_threshold_count_is_the_vectorised_grid_inversion():
+    metrics = fake_metrics(seeds=4, counts=(0, 5, 50, 100), paired=False)
+    last = metrics[(metrics["epoch"] == 2) & (metrics["class_id"] == CAT)]
+    groups = [g["accuracy"].to_numpy() for _, g in last.groupby("count")]
+    mean = np.array([g.mean() for g in groups])
+    se2 = np.array([g.var(ddof=1) / g.size for g in groups])
+    for x in (60.0, 50.0, 45.0):
+        point, (low, high) = stats.threshold_count(metrics, class_id=CAT, threshold=x)
+        p, lo, hi = stats.threshold_interval_unpaired(
+            np.array([0, 5, 50, 100]), mean[None], se2[None], np.full(4, 4), x, 0.95
+        )
+        assert (point, low, high) == pytest.approx((p[0], lo[0], hi[0]))
+        assert low <= point <= high
 
 
 def test_the_threshold_interval_holds_its_point_and_the_band_is_the_summary_ci():

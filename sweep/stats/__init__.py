@@ -34,6 +34,7 @@ from sweep.stats.dose import (
     pava,
     pointwise_band,
     threshold_count,
+    threshold_interval_unpaired,
 )
 from sweep.stats.intervals import (
     DEFAULT_N_RESAMPLES,
@@ -134,6 +135,7 @@ __all__ = [
     "t_interval",
     "t_test",
     "threshold_count",
+    "threshold_interval_unpaired",
     "unpaired_seeds_equivalent",
     "welch_interval",
     "welch_test",

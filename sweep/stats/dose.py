@@ -299,6 +299,80 @@ def threshold_interval_from_moments(
     return point, low_c, high_c
 
 
+def threshold_interval_unpaired(
+    counts: np.ndarray,
+    mean: np.ndarray,
+    se2: np.ndarray,
+    n: np.ndarray,
+    threshold: float,
+    level: float,
+    *,
+    grid: int = 801,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`threshold_interval_from_moments` for an unpaired sweep, vectorised.
+
+    Counts are independent groups, so the test at c = (1 - w) c_j + w c_{j+1}
+    is Welch's: variance (1 - w)^2 se2_j + w^2 se2_{j+1} with its
+    Welch-Satterthwaite df, which changes with w; the kept set is found on a
+    grid of w per segment, its edges refined by linear interpolation.
+
+    Args:
+      counts: (C,) ascending counts, 0 first.
+      mean, se2: (..., C) group means and squared standard errors.
+      n: (C,) group sizes (each >= 2).
+      threshold: X, percent.
+      level: interval level.
+      grid: points per segment.
+
+    Returns:
+      (point, low, high), each (...).
+    """
+    counts = np.asarray(counts, dtype=float)
+    n = np.asarray(n, dtype=float)
+    w = np.linspace(0.0, 1.0, grid)  # (G,)
+    a, b = mean[..., :-1, None], mean[..., 1:, None]  # (..., J, 1)
+    va, vb = se2[..., :-1, None], se2[..., 1:, None]
+    na, nb = n[:-1, None], n[1:, None]
+    var = (1 - w) ** 2 * va + w**2 * vb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = var**2 / ((1 - w) ** 4 * va**2 / (na - 1) + w**4 * vb**2 / (nb - 1))
+    df = np.where(np.isfinite(df) & (df > 0), df, np.minimum(na, nb) - 1)
+    q = stats.t.ppf(0.5 + level / 2, df)
+    gap = ((1 - w) * a + w * b - threshold) ** 2 - q**2 * var  # <= 0: kept
+    kept = gap <= 0
+    width = np.diff(counts)[:, None]
+    position = counts[:-1, None] + w * width  # (J, G)
+    # Refine each edge between a kept and a rejected grid point linearly.
+    step = gap[..., 1:] - gap[..., :-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.clip(-gap[..., :-1] / step, 0, 1)
+    edge = position[:, :-1] + frac * (position[:, 1:] - position[:, :-1])
+    change = kept[..., 1:] != kept[..., :-1]
+    flat = kept.reshape(*kept.shape[:-2], -1)
+    pos = np.broadcast_to(position, kept.shape).reshape(flat.shape)
+    edges = np.where(change, edge, np.nan).reshape(*change.shape[:-2], -1)
+    candidates = np.concatenate([np.where(flat, pos, np.nan), edges], axis=-1)
+    with np.errstate(invalid="ignore"):
+        some = np.isfinite(candidates).any(axis=-1)
+        filled = np.where(np.isfinite(candidates), candidates, 0.0)
+        low = np.where(
+            some,
+            np.min(np.where(np.isfinite(candidates), filled, np.inf), axis=-1),
+            np.inf,
+        )
+        high = np.where(
+            some,
+            np.max(np.where(np.isfinite(candidates), filled, -np.inf), axis=-1),
+            -np.inf,
+        )
+    end_q = stats.t.ppf(0.5 + level / 2, n[[0, -1]] - 1)
+    below_at_clean = mean[..., 0] - end_q[0] * np.sqrt(se2[..., 0]) <= threshold
+    above_at_top = mean[..., -1] + end_q[1] * np.sqrt(se2[..., -1]) >= threshold
+    low = np.where(below_at_clean, 0.0, low)
+    high = np.where(above_at_top, np.inf, high)
+    return first_crossing(counts, mean, threshold), low, high
+
+
 def dose_response(
     metrics: pd.DataFrame,
     *,
@@ -409,24 +483,23 @@ def threshold_count(
     mean, var, n = _masked_moments(table)
     if n.min() < 2:
         return float(first_crossing(counts, mean, threshold)), (math.nan, math.nan)
+    if not design.paired:
+        point, low, high = threshold_interval_unpaired(
+            counts, mean, var / n, n, threshold, level
+        )
+        return float(point), (float(low), float(high))
     segments = counts.size - 1
     var_a, cov_ad, var_d, q = (np.empty(segments) for _ in range(4))
     for j in range(segments):
-        if design.paired:
-            both = np.isfinite(table[:, j]) & np.isfinite(table[:, j + 1])
-            a, b = table[both, j], table[both, j + 1]
-            m = int(both.sum())
-            if m < 2:
-                var_a[j] = cov_ad[j] = var_d[j] = q[j] = math.nan
-                continue
-            cov = np.cov(np.stack([a, b - a]), ddof=1) / m
-            var_a[j], cov_ad[j], var_d[j] = cov[0, 0], cov[0, 1], cov[1, 1]
-            df = m - 1
-        else:
-            va, vb = var[j] / n[j], var[j + 1] / n[j + 1]
-            var_a[j], cov_ad[j], var_d[j] = va, -va, va + vb
-            df = int(min(n[j], n[j + 1])) - 1  # conservative for Welch
-        q[j] = stats.t.ppf(0.5 + level / 2, df)
+        both = np.isfinite(table[:, j]) & np.isfinite(table[:, j + 1])
+        a, b = table[both, j], table[both, j + 1]
+        m = int(both.sum())
+        if m < 2:
+            var_a[j] = cov_ad[j] = var_d[j] = q[j] = math.nan
+            continue
+        cov = np.cov(np.stack([a, b - a]), ddof=1) / m
+        var_a[j], cov_ad[j], var_d[j] = cov[0, 0], cov[0, 1], cov[1, 1]
+        q[j] = stats.t.ppf(0.5 + level / 2, m - 1)
     end_se = (np.sqrt(var[0] / n[0]), np.sqrt(var[-1] / n[-1]))
     end_q = tuple(stats.t.ppf(0.5 + level / 2, n[i] - 1) for i in (0, -1))
     point, low, high = threshold_interval_from_moments(
