@@ -179,6 +179,7 @@ def plan(
       needed.
     """
     from sweep.results import load_results
+    from sweep.stats.design import classes_of
     from sweep.stats.summary import pooled_delta_sd, summarize
 
     if not effect > 0:
@@ -191,7 +192,8 @@ def plan(
     if sd is not None:
         source = "given"
     elif results_dir is not None:
-        summary = summarize(load_results(results_dir).metrics)
+        results = load_results(results_dir)
+        summary = summarize(results.metrics, classes=classes_of(results.manifest))
         sd = pooled_delta_sd(summary)
         own = int(summary["n_seeds"].max())
         if not np.isfinite(sd):
