@@ -156,3 +156,29 @@ def test_the_threshold_interval_holds_its_point_and_the_band_is_the_summary_ci()
     rows = summary[summary["class_id"] == CAT]
     np.testing.assert_allclose(curve["band_low"].iloc[1:], rows["ci_low"])
     np.testing.assert_allclose(curve["band_high"].iloc[1:], rows["ci_high"])
+
+
+def test_paired_threshold_interval_is_the_t_test_inverted_by_brute_force():
+    # Scan counts finely: keep c when scipy's one-sample t test of the seeds'
+    # interpolated accuracies against X does not reject; the hull must match.
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(5)
+    counts = np.array([0.0, 20, 60, 150])
+    for trial in range(6):
+        a = np.array([62.0, 55, 45, 20]) + rng.normal(0, 3, (4, 1))
+        a = a + rng.normal(0, 2.5, (4, 4))
+        x = float(rng.uniform(25, 58))
+        _, low, high = simulate.threshold_intervals(a[None], counts, x, 0.95)
+        grid = np.linspace(0, 150, 30001)
+        j = np.clip(np.searchsorted(counts, grid, side="right") - 1, 0, 2)
+        w = (grid - counts[j]) / (counts[j + 1] - counts[j])
+        values = (1 - w) * a[:, j] + w * a[:, j + 1]  # (seeds, grid)
+        p = sps.ttest_1samp(values, x, axis=0).pvalue
+        kept = grid[p >= 0.05]
+        assert kept.size, trial
+        assert low[0] == pytest.approx(kept.min(), abs=0.01)
+        if np.isfinite(high[0]):
+            assert high[0] == pytest.approx(kept.max(), abs=0.01)
+        else:  # beyond the largest count: not significantly below X there
+            assert kept.max() == 150 or a[:, -1].mean() >= x
