@@ -42,9 +42,11 @@ def cmd_plan(argv: list[str], parser_class: type[argparse.ArgumentParser]) -> in
     p = parser_class(
         prog="python -m sweep plan",
         description=(
-            "How many seeds a sweep needs to detect an effect of a given size "
-            "(paired t test), and the power of each seed count. The sd of the "
-            "paired deltas comes from --sd, a finished sweep (--from), or a default."
+            "How many seeds a sweep needs for its confirmatory rule (paired t, "
+            "fixed sequence, each of source and target at alpha/2) to declare an "
+            "effect of a given size, and the power of each seed count. The sd of "
+            "the paired deltas comes from --sd, a finished sweep (--from), or a "
+            "default."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -56,7 +58,7 @@ def cmd_plan(argv: list[str], parser_class: type[argparse.ArgumentParser]) -> in
     p.add_argument("--from", dest="results_dir", default=None, metavar="RESULTS_DIR",
                    help="take the sd from this finished sweep")
     p.add_argument("--alpha", type=float, default=stats.POWER_ALPHA,
-                   help="two-sided significance level")
+                   help="familywise error rate of the confirmatory family")
     p.add_argument("--power", type=float, default=stats.POWER_TARGET,
                    help="wanted power")
     args = p.parse_args(argv)

@@ -53,12 +53,12 @@ def print_headlines(facts) -> None:
     if f.seeds_note:
         print(f"note: {f.seeds_note}")
     print(f.threshold_text)
-    holm, bh = f.significant.get(f.source, (None, None))
-    if holm is None and bh is None:
-        print(f"{f.source}: no count's effect is significant after correction "
-              f"(smallest attainable p with these seeds: {f.min_p:.3g})")
-    else:
-        print(f"{f.source}: smallest significant count {holm} (Holm), {bh} (BH)")
-    if f.twin_corr == f.twin_corr:  # not NaN
-        print(f"paired design: twin correlation {f.twin_corr:.2f}, intervals "
-              f"{f.width_ratio:.2f}x the width of unpaired (Welch) ones")
+    for name in (f.source, f.target):
+        count = f.effective.get(name)
+        print(f"{name}: smallest effective count "
+              f"{'none declared' if count is None else count} (confirmatory, "
+              f"fixed sequence, familywise error <= {f.alpha:g})")
+    if f.unpaired_seeds == f.unpaired_seeds:  # not NaN
+        print(f"paired design: twin correlation {f.twin_corr:.2f}; an unpaired "
+              f"sweep would need about {f.unpaired_seeds:.0f} seeds for intervals "
+              f"this narrow")

@@ -41,17 +41,18 @@ class Facts:
     threshold_given: bool
     threshold_result: tuple[float, tuple[float, float]]
     threshold_text: str
-    significant: dict  # class name -> (smallest count Holm, smallest count BH)
-    moved: tuple[int, ...]  # class ids with BH-adjusted p < ALPHA at some count
+    effective: dict  # confirmatory class name -> smallest effective count or None
+    moved: tuple[int, ...]  # exploratory class ids declared (Holm) at some count
+    n_exploratory: int  # exploratory rows with a p-value
     twin_corr: float  # median over rows
-    width_ratio: float  # median over rows
-    source_ratio: float  # source class at the largest count
+    unpaired_seeds: float  # seeds an unpaired sweep needs for intervals this narrow
+    n_seeds: int  # usable seeds per count (largest)
     pooled_sd: float
-    mde_median: float
-    mde_source: float
+    mde_source: float  # confirmatory mde, source class at the largest count
+    mde_exploratory: float  # median exploratory mde
     seeds_for_one_point: int | None
-    min_p: float
-    family: int
+    signflip_source: tuple[float, float]  # source at the largest count: p, floor
+    alpha: float
 
 
 def _median(values: pd.Series) -> float:
@@ -61,8 +62,8 @@ def _median(values: pd.Series) -> float:
 
 
 def _diverged(metrics: pd.DataFrame, epoch: int) -> tuple[tuple[int, int], ...]:
-    early = metrics[metrics["epoch"] <= epoch]
-    flagged = early.groupby(["replica", "count", "seed"])["diverged"].any()
+    # Flagged at any epoch: left out at every epoch (as sweep.stats does).
+    flagged = metrics.groupby(["replica", "count", "seed"])["diverged"].any()
     rows = flagged[flagged].reset_index()
     return tuple(
         (int(c), int(s)) for c, s in zip(rows["count"], rows["seed"], strict=True)
@@ -75,7 +76,6 @@ def facts_of(
     *,
     level: float,
     threshold: float | None,
-    rng: np.random.Generator,
 ) -> Facts:
     """Everything the report text states about a sweep.
 
@@ -86,7 +86,6 @@ def facts_of(
       threshold: source accuracy (percent) for the threshold question, or None
         for THRESHOLD_DROP points below the clean source accuracy (half of it
         when that is under twice the drop).
-      rng: resampling generator for the threshold interval.
 
     Returns:
       The facts.
@@ -121,7 +120,7 @@ def facts_of(
             else round(start / 2, 1)
         )
     answer = stats.threshold_count(
-        metrics, class_id=source_id, threshold=threshold, level=level, rng=rng
+        metrics, class_id=source_id, threshold=threshold, level=level
     )
     counts = tuple(sorted(int(c) for c in summary["count"].unique()))
     usable = summary[(summary["class_id"] == source_id) & (summary["n_seeds"] > 0)]
@@ -132,18 +131,18 @@ def facts_of(
         largest_count=int(usable["count"].max()) if len(usable) else counts[-1],
         level=level,
     )
-    moved = summary.groupby("class_id")["p_bh"].min()
-    moved_ids = tuple(int(k) for k in moved[moved < ALPHA].index)
-    significant = {
-        name_of[k]: (
-            stats.smallest_significant_count(summary, k, alpha=ALPHA, adjust="holm"),
-            stats.smallest_significant_count(summary, k, alpha=ALPHA, adjust="bh"),
-        )
-        for k in dict.fromkeys((source_id, target_id, *moved_ids))
+    explore = summary[summary["family"] == stats.EXPLORATORY]
+    moved = explore.groupby("class_id")["significant"].any()
+    moved_ids = tuple(int(k) for k in moved[moved].index)
+    effective = {
+        name_of[k]: stats.smallest_effective_count(summary, k, alpha=ALPHA)
+        for k in (source_id, target_id)
     }
     top = summary[(summary["count"] == counts[-1]) & (summary["class_id"] == source_id)]
     sd = stats.pooled_delta_sd(summary)
     n_seeds = int(summary["n_seeds"].max())
+    # plan's power: a confirmatory test at alpha/2.
+    test_alpha = stats.row_alpha(stats.CONFIRMATORY, alpha=ALPHA)
     return Facts(
         title=manifest.get("sweep_id", results.path.name),
         paired=paired,
@@ -164,19 +163,28 @@ def facts_of(
         threshold_given=given,
         threshold_result=answer,
         threshold_text=text,
-        significant=significant,
+        effective=effective,
         moved=moved_ids,
+        n_exploratory=int(explore["p_value"].notna().sum()),
         twin_corr=_median(summary["twin_corr"]),
-        width_ratio=_median(summary["width_ratio"]),
-        source_ratio=float(top["width_ratio"].iloc[0]) if len(top) else math.nan,
+        unpaired_seeds=stats.unpaired_seeds_equivalent(summary, level=level)
+        if paired
+        else math.nan,
+        n_seeds=n_seeds,
         pooled_sd=sd,
-        mde_median=_median(summary["mde"]),
         mde_source=float(top["mde"].iloc[0]) if len(top) else math.nan,
+        mde_exploratory=_median(explore["mde"]),
         seeds_for_one_point=(
-            stats.seeds_needed(1.0, sd) if np.isfinite(sd) and sd > 0 else None
+            stats.seeds_needed(1.0, sd, alpha=test_alpha)
+            if np.isfinite(sd) and sd > 0
+            else None
         ),
-        min_p=stats.min_attainable_p(n_seeds) if paired else math.nan,
-        family=int(summary["p_value"].notna().sum()),
+        signflip_source=(
+            (float(top["p_signflip"].iloc[0]), float(top["p_signflip_floor"].iloc[0]))
+            if len(top)
+            else (math.nan, math.nan)
+        ),
+        alpha=ALPHA,
     )
 
 
@@ -188,8 +196,8 @@ def _most_moved(summary: pd.DataFrame, *, lowest: bool) -> int:
 
 
 def diverged_replicas(metrics: pd.DataFrame, epoch: int) -> set[int]:
-    early = metrics[metrics["epoch"] <= epoch]
-    flagged = early.groupby("replica")["diverged"].any()
+    # Flagged at any epoch: left out at every epoch (as sweep.stats does).
+    flagged = metrics.groupby("replica")["diverged"].any()
     return set(flagged[flagged].index.tolist())
 
 

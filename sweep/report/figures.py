@@ -46,7 +46,7 @@ def figure_dose_response(
     answer: tuple[float, tuple[float, float]] | None = None,
     source: str = "",
 ) -> Figure:
-    """Delta vs count per class: means with t intervals, isotonic fit, seed band.
+    """Delta vs count per class: means with pointwise t intervals, isotonic fit.
 
     Args:
       curves: class name -> `stats.dose_response` table.
@@ -73,9 +73,9 @@ def figure_dose_response(
                 color=PAIRED_COLOR,
                 alpha=0.2,
                 lw=0,
-                label=f"{level:.0%} seed-bootstrap band",
+                label=f"{level:.0%} t intervals, pointwise (joined for the eye)",
             )
-        ax.plot(counts, curve["fit"], color=PAIRED_COLOR, label="isotonic fit")
+        ax.plot(counts, curve["fit"], color=PAIRED_COLOR, label="isotonic fit (descriptive)")
         errors = None
         if _has(rows["ci_low"]):
             errors = np.vstack(
@@ -112,7 +112,12 @@ def figure_dose_response(
                 alpha=0.2,
                 lw=0,
             )
-        ax.plot(counts, threshold_curve["fit"], color=POISONED_COLOR, label="fit")
+        ax.plot(
+            counts,
+            threshold_curve["accuracy_mean"],
+            color=POISONED_COLOR,
+            label="mean (linear between counts)",
+        )
         ax.plot(counts, threshold_curve["accuracy_mean"], "o", color="black")
         if threshold is not None:
             ax.axhline(threshold, color="black", ls="--", lw=1, label="threshold")
@@ -121,7 +126,14 @@ def figure_dose_response(
             ax.axvline(point, color="black", lw=1, label=f"crossing {point:.1f}")
             if np.isfinite(low):
                 right = high if np.isfinite(high) else counts[-1] * 1.3
-                ax.axvspan(low, right, color="black", alpha=0.08, lw=0)
+                ax.axvspan(
+                    low,
+                    right,
+                    color="black",
+                    alpha=0.08,
+                    lw=0,
+                    label=f"{level:.0%} interval of the crossing",
+                )
         _symlog(ax, counts)
         ax.set_title(f"{source} accuracy (threshold question)")
         ax.set_xlabel("flipped labels (count)")

@@ -68,10 +68,14 @@ def write_report(
         Block("h2", f"{facts.source} and {facts.target}"),
         Block(
             "p",
-            "Deltas in percentage points (poisoned minus clean), intervals at "
-            f"{level:.0%}; width ratio = paired t width / Welch width; MDE at alpha "
-            f"{stats.POWER_ALPHA:g}, power {stats.POWER_TARGET:.0%}. Every statistic "
-            "of every class is in summary.parquet.",
+            "Deltas in percentage points (poisoned minus clean), t intervals at "
+            f"{level:.0%}; p (t): the test of that interval; p "
+            "adjusted and declared: the confirmatory fixed-sequence rule (source, "
+            "target) or Holm (exploratory, other classes), familywise alpha "
+            f"{facts_lib.ALPHA:g}; p sign-flip: robustness check; MDE: effect the row's test "
+            f"declares with power {stats.POWER_TARGET:.0%} (at alpha/2 confirmatory, "
+            "alpha/m exploratory). Every statistic of every class is in "
+            "summary.parquet.",
         ),
         Block("table", table=key_table(summary, [facts.source_id, facts.target_id])),
         Block("h2", "All classes"),
@@ -106,12 +110,16 @@ def analyse(results_dir: str | os.PathLike, *, level: float = 0.95,
         raise SweepError(f"--threshold is a percent (0-100), got {threshold}")
     results = stats.load_results(results_dir)
     rng = np.random.default_rng(REPORT_SEED)
-    summary = stats.summarize(results.metrics, level=level, rng=rng)
+    summary = stats.summarize(
+        results.metrics,
+        level=level,
+        classes=stats.classes_of(results.manifest),
+        alpha=facts_lib.ALPHA,
+        rng=rng,
+    )
     if summary.empty:
         raise SweepError(f"{results.path} has no poisoned replicas: nothing to report")
-    facts = facts_lib.facts_of(
-        results, summary, level=level, threshold=threshold, rng=rng
-    )
+    facts = facts_lib.facts_of(results, summary, level=level, threshold=threshold)
     return Analysis(results, summary, facts, rng)
 
 
@@ -143,22 +151,23 @@ def plan_figures(a: Analysis, *, level: float,
 
     shown = dict.fromkeys((facts.source_id, facts.target_id, *facts.moved))
     curves = {
-        class_names[k]: stats.dose_response(metrics, class_id=k, level=level, rng=rng)
+        class_names[k]: stats.dose_response(metrics, class_id=k, level=level)
         for k in shown
     }
     source_curve = stats.dose_response(
         metrics,
         class_id=facts.source_id,
         level=level,
-        rng=rng,
         increasing=False,
         absolute=True,
     )
     add(
         "dose_response.png",
-        f"Dose-response: accuracy change vs flipped labels (mean with {level:.0%} t "
-        "interval, isotonic fit, seed-bootstrap band); last panel: "
-        f"{facts.source} accuracy and the {facts.threshold:g}% threshold.",
+        f"Dose-response: accuracy change vs flipped labels (mean with its "
+        f"{level:.0%} t interval at each count; the band joins those pointwise "
+        "intervals for the eye and is not simultaneous; isotonic fit descriptive); "
+        f"last panel: {facts.source} accuracy, the {facts.threshold:g}% threshold "
+        "and the interval of its crossing.",
         lambda: figures.figure_dose_response(
             curves,
             summary,
