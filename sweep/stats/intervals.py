@@ -195,8 +195,8 @@ def t_test(x: np.ndarray) -> float:
     if x.size < 2:
         return math.nan
     mean, sd = float(x.mean()), float(x.std(ddof=1))
-    if sd == 0:
-        return 1.0 if mean == 0 else 0.0
+    if sd == 0:  # no spread: no t statistic (e.g. every replica at 0% or 100%)
+        return 1.0 if mean == 0 else math.nan
     t = abs(mean) / (sd / math.sqrt(x.size))
     return float(2 * stats.t.sf(t, x.size - 1))
 
@@ -209,7 +209,7 @@ def welch_test(x: np.ndarray, y: np.ndarray) -> float:
         return math.nan
     diff = float(x.mean() - y.mean())
     if se == 0:
-        return 1.0 if diff == 0 else 0.0
+        return 1.0 if diff == 0 else math.nan
     return float(2 * stats.t.sf(abs(diff) / se, df))
 
 

@@ -107,7 +107,8 @@ def _cell(
     if paired:
         deltas = poisoned - clean
         delta, ci = t_interval(deltas, level=level)
-        p, p_method = t_test(deltas), "paired t"
+        p = t_test(deltas)
+        p_method = "paired t" if np.isfinite(p) or not enough else "none (no spread)"
         if deltas.size >= 2:
             sd = float(deltas.std(ddof=1))
             se, df = sd / math.sqrt(deltas.size), deltas.size - 1
@@ -116,7 +117,8 @@ def _cell(
         corr = _pearson(clean, poisoned)
     else:
         delta, ci = welch_interval(poisoned, clean, level=level)
-        p, p_method = welch_test(poisoned, clean), "Welch t"
+        p = welch_test(poisoned, clean)
+        p_method = "Welch t" if np.isfinite(p) or not enough else "none (no spread)"
         sd = unpaired_sd
         se, df = _welch_se_df(poisoned, clean)
         flip, flip_method = permutation_test(
