@@ -48,13 +48,15 @@ def run_parser() -> Parser:
     d.add_argument("--train-size", type=int, default=None,
                    help="train on a class-balanced subset of this many images")
     g = p.add_argument_group("poisoning")
-    g.add_argument("--counts", type=csv, default="1,5,10,50,100", help=(
+    g.add_argument("--counts", type=csv, default=None, help=(
         "comma-separated flip counts, absolute (50) or percent of the source "
-        "class (5%%); the clean count 0 is always added"))
+        "class (5%%); the clean count 0 is always added (default 1,5,10,50,100; "
+        "with --model head 1%%,2.5%%,5%%,7.5%%,10%%)"))
     g.add_argument("--source", default="cat", help="class whose labels are flipped")
     g.add_argument("--target", default="dog", help="label they are flipped to")
-    g.add_argument("--strategy", choices=("flip", "swap"), default="flip", help=(
-        "flip: N source -> target; swap: also N target -> source (balanced)"))
+    g.add_argument("--strategy", choices=("flip", "swap"), default=None, help=(
+        "flip: N source -> target; swap: also N target -> source (balanced) "
+        "(default flip; swap with --model head)"))
     g.add_argument("--selection", choices=("random", "first"), default="random",
                    help="random: a seeded draw; first: the first N in dataset order")
     g.add_argument("--poison-seed", type=int, default=0,
@@ -63,19 +65,42 @@ def run_parser() -> Parser:
         "redraw the poisoned images for every training seed (default: one draw "
         "shared by all seeds, so seeds measure training noise only)"))
     t = p.add_argument_group("grid and training")
-    t.add_argument("--seeds", type=int, default=8, help="training seeds per count")
+    t.add_argument("--seeds", type=int, default=None,
+                   help="training seeds per count (default 8; 64 with --model head)")
     t.add_argument("--seed-start", type=int, default=0, help="first training seed")
     t.add_argument("--unpaired", action="store_true", help=(
         "give every replica its own init/order/dropout instead of sharing them "
         "with its clean twin (for comparison)"))
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="(default 5; 10 with --model head)")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="(default 128; 10 with --model head)")
+    t.add_argument("--lr", type=float, default=1e-3,
+                   help="learning rate (Adam; RMSprop for a head)")
     t.add_argument("--dropout", type=float, default=0.5)
     t.add_argument("--optimizer", default=None, metavar="SPEC", help=(
         "optax transform applied per replica, as optax calls, e.g. "
         "'clip_by_global_norm(1.0), adam' (--lr fills a missing learning_rate); "
         "default: torch's Adam"))
+    m = p.add_argument_group("model (transfer-learning heads; see README)")
+    m.add_argument("--model", choices=("cnn", "head"), default="cnn", help=(
+        "cnn: SimpleCNN on the images; head: Dense 256 + Dropout + Dense 1 "
+        "sigmoid on frozen --backbone features of two classes"))
+    m.add_argument("--backbone", default=None, help=(
+        "head: simplecnn (pretrained here on the other classes) or a "
+        "keras.applications model (vgg16, resnet50, ...; needs sweep[transfer])"))
+    m.add_argument("--weights", default=None, metavar="PATH|imagenet", help=(
+        "Keras backbone weights: a local weights file, or imagenet (downloads)"))
+    m.add_argument("--classes", type=csv, default=None, help=(
+        "head: the two classes, e.g. cat,dog (default --source,--target)"))
+    m.add_argument("--image-size", type=int, default=None, help=(
+        "head: resize images to this square, bilinear as Keras' load_img "
+        "(default 150 for a train/+validation/ folder, else the data's size)"))
+    m.add_argument("--test-size", type=int, default=None,
+                   help="head: class-balanced subset of the test split")
+    m.add_argument("--pooling", choices=("avg", "max"), default=None, help=(
+        "head: pool the backbone's output over space instead of flattening it "
+        "(as keras.applications' pooling=); far fewer head weights"))
     e = p.add_argument_group("engine")
     e.add_argument("--replicas-per-step", type=int, default=None, help=(
         "replicas trained in one compiled step (default: as many as fit in "
@@ -103,23 +128,31 @@ def run_parser() -> Parser:
 
 
 def config_from(args: argparse.Namespace):
-    from sweep.config import Config
+    from sweep import config as config_lib
 
-    return Config(
+    # Options left out take the model's recipe: SimpleCNN's, or the head's.
+    base = config_lib.head() if args.model == "head" else config_lib.default()
+
+    def given(name):
+        value = getattr(args, name)
+        return getattr(base, name) if value is None else value
+
+    counts = given("counts")
+    return config_lib.Config(
         data=args.data,
         train_size=args.train_size,
-        counts=tuple(args.counts) if not isinstance(args.counts, str) else csv(args.counts),
+        counts=tuple(counts) if not isinstance(counts, str) else csv(counts),
         source=args.source,
         target=args.target,
-        strategy=args.strategy,
+        strategy=given("strategy"),
         selection=args.selection,
         poison_seed=args.poison_seed,
         poison_per_seed=args.poison_per_seed,
-        seeds=args.seeds,
+        seeds=given("seeds"),
         seed_start=args.seed_start,
         paired=not args.unpaired,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
+        epochs=given("epochs"),
+        batch_size=given("batch_size"),
         lr=args.lr,
         dropout=args.dropout,
         optimizer=args.optimizer,
@@ -130,6 +163,13 @@ def config_from(args: argparse.Namespace):
         report=args.report,
         threshold=args.threshold,
         mlflow=args.mlflow,
+        model=args.model,
+        backbone=args.backbone,
+        weights=args.weights,
+        classes=args.classes,
+        image_size=args.image_size,
+        test_size=args.test_size,
+        pooling=args.pooling,
     )
 
 

@@ -42,11 +42,17 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
 
     c = p.config
     recipe = p.recipe()
+    spec = p.model_spec()
     if size_hint and not c.replicas_per_step:
         size = size_hint  # already even over the whole sweep
     else:
+        per_replica = None
+        if c.model == "head":
+            per_replica = estimates.head_bytes(
+                recipe.eval_batch_size, int(np.prod(p.train_images.shape[1:]))
+            )
         size = c.replicas_per_step or estimates.auto_replicas_per_step(
-            recipe.batch_size, recipe.eval_batch_size
+            recipe.batch_size, recipe.eval_batch_size, per_replica
         )
         # Even chunks: 21 replicas at 19 per step train as 11 + 10, not 19 + 2
         # with the second padded to 19.
@@ -57,7 +63,7 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
     t0 = time.time()
     engine = engine_lib.Engine(
         recipe, p.train_images, p.dataset.test_images, p.dataset.test_labels,
-        on_step=ticks,
+        on_step=ticks, spec=spec,
     )
     timings = manifest["timings"]
     timings["data_to_device_s"] = round(time.time() - t0, 3)

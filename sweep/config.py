@@ -13,6 +13,7 @@ from sweep.errors import SweepError
 STRATEGIES = ("flip", "swap")
 SELECTIONS = ("random", "first")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+MODELS = ("cnn", "head")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,17 @@ class Config:
     threshold: float | None = None  # report: flips to push source below this %
     mlflow: str | None = None  # tracking URI ("" = ./mlruns); None: no tracking
 
+    # Model: SimpleCNN on images, or a transfer head on frozen features (sweep.head).
+    model: str = "cnn"  # cnn | head
+    backbone: str | None = None  # head: simplecnn, or a keras.applications name
+    weights: str | None = None  # keras backbone: a weights file, or "imagenet"
+    classes: tuple[str, ...] | None = None  # head: the two classes (default
+    #   source, target)
+    image_size: int | None = None  # head: resize images to this square (pixels)
+    test_size: int | None = None  # head: class-balanced test subset (images)
+    pooling: str | None = None  # head: None flattens the backbone's output;
+    #   "avg"/"max" pool it over space (Keras applications' `pooling`)
+
     def __post_init__(self) -> None:
         validate(self)
 
@@ -79,9 +91,16 @@ class Config:
         # default folder names) of sweeps that predate them stay the same.
         numbers = {k: v for k, v in numbers.items()
                    if not (k in LATER_FIELDS and v is None)}
+        numbers = {k: v for k, v in numbers.items()
+                   if not (k in MODEL_DEFAULTS and v == MODEL_DEFAULTS[k])}
         blob = json.dumps(numbers, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+
+# Fields added with transfer heads; left out of the fingerprint at these values so
+# CNN sweeps keep the folder names and resumability they had before.
+MODEL_DEFAULTS = {"model": "cnn", "backbone": None, "weights": None, "classes": None,
+                  "image_size": None, "test_size": None, "pooling": None}
 
 # Fields that change how a sweep runs but not what it computes.
 RUNTIME_FIELDS = (
@@ -136,6 +155,30 @@ def validate(c: Config) -> None:
         from sweep import optim  # imports optax: only when there is a spec
 
         optim.check(c.optimizer)
+    validate_model(c)
+
+
+def validate_model(c: Config) -> None:
+    if c.model not in MODELS:
+        raise SweepError(f"--model must be one of {', '.join(MODELS)}")
+    head_only = {"backbone": c.backbone, "weights": c.weights, "classes": c.classes,
+                 "image_size": c.image_size, "test_size": c.test_size,
+                 "pooling": c.pooling}
+    if c.model == "cnn":
+        given = [k.replace("_", "-") for k, v in head_only.items() if v is not None]
+        if given:
+            raise SweepError(f"--{', --'.join(given)} only apply with --model head")
+        return
+    if not c.backbone:
+        raise SweepError("--model head needs --backbone (simplecnn, vgg16, ...)")
+    if c.pooling not in (None, "avg", "max"):
+        raise SweepError(f"--pooling must be avg or max, got {c.pooling!r}")
+    if c.classes is not None and len(c.classes) != 2:
+        raise SweepError(f"--classes takes two classes, got {','.join(c.classes)}")
+    for name in ("image_size", "test_size"):
+        v = getattr(c, name)
+        if v is not None and v < 1:
+            raise SweepError(f"--{name.replace('_', '-')} must be positive, got {v}")
 
 
 def parse_counts(specs: tuple[str, ...]) -> tuple[tuple[float, bool], ...]:
@@ -166,6 +209,15 @@ def parse_counts(specs: tuple[str, ...]) -> tuple[tuple[float, bool], ...]:
 def default() -> Config:
     """The reference recipe: counts 1,5,10,50,100 x 8 seeds, 5 epochs, cat -> dog."""
     return Config()
+
+
+def head(**changes) -> Config:
+    """The course project's recipe: heads on frozen features, balanced swaps of
+    1-10%, batch 10, 10 epochs, RMSprop lr 1e-3; 64 seeds, since heads are cheap."""
+    return default().replace(
+        model="head", backbone="simplecnn", counts=("1%", "2.5%", "5%", "7.5%", "10%"),
+        strategy="swap", seeds=64, epochs=10, batch_size=10, lr=1e-3, dropout=0.5,
+    ).replace(**changes)
 
 
 def tiny() -> Config:

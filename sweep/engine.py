@@ -39,6 +39,45 @@ class EpochMetrics(NamedTuple):
     confusion: np.ndarray  # (R, K, K) test counts, [true, predicted]
 
 
+class ModelSpec(NamedTuple):
+    """What the engine needs to know about a model: init and apply over a pytree.
+
+    The engine holds the stored inputs (uint8 images, or float features for a
+    head on a frozen backbone) on the device and asks the spec how to turn a
+    gathered batch into model inputs, the logits into a loss and a class.
+    """
+
+    init: Callable  # (key) -> one replica's params
+    make_apply: Callable  # (recipe) -> apply(params, x, *, dropout=, dropout_key=)
+    #   over replica-batched params and inputs (R, B, ...) -> logits (R, B, L)
+    prepare: Callable  # stored inputs (..., B, ...) -> float model inputs
+    loss: Callable  # (logits (R, B, L), labels (R, B) int) -> (R, B) per example
+    predict: Callable  # logits (R, B, L) -> (R, B) class ids
+    optimizer: Callable  # (lr) -> optax.GradientTransformation
+
+
+def _cnn_apply(recipe: Recipe):
+    layers = model.batched_layers(recipe.kernel, recipe.compute_dtype)
+
+    def apply(params, x, *, dropout=0.0, dropout_key=None):
+        return model.apply(params, x, layers=layers, dropout=dropout,
+                           dropout_key=dropout_key)
+
+    return apply
+
+
+# The reference SimpleCNN: softmax cross-entropy over 10 logits, and
+# torch.optim.Adam's defaults: betas (0.9, 0.999), eps 1e-8.
+SIMPLE_CNN = ModelSpec(
+    init=model.init,
+    make_apply=_cnn_apply,
+    prepare=model.normalize,
+    loss=optax.softmax_cross_entropy_with_integer_labels,
+    predict=lambda logits: logits.argmax(-1),
+    optimizer=optim.reference_adam,
+)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The fixed settings one compiled sweep is built for.
@@ -80,14 +119,20 @@ def replica_keys(seeds: np.ndarray, streams: np.ndarray) -> ReplicaKeys:
     return ReplicaKeys(*jax.vmap(one)(seeds, streams))
 
 
-def optimizer(recipe: Recipe) -> optax.GradientTransformation:
-    """The recipe's optax transform, applied to each replica on its own."""
+def optimizer(
+    recipe: Recipe, spec: ModelSpec = SIMPLE_CNN
+) -> optax.GradientTransformation:
+    """The recipe's optax transform (--optimizer), else the model's own
+    (SimpleCNN: torch's Adam; a head: Keras' RMSprop), each replica on its own."""
+    if recipe.optimizer is None and spec is not SIMPLE_CNN:
+        return optim.per_replica(spec.optimizer(recipe.lr))
     return optim.per_replica(optim.build(recipe.optimizer, recipe.lr))
 
 
-def init_state(recipe: Recipe, init_keys: jax.Array) -> TrainState:
-    params = jax.vmap(model.init)(init_keys)
-    opt_state = optimizer(recipe).init(params)
+def init_state(recipe: Recipe, init_keys: jax.Array,
+               spec: ModelSpec = SIMPLE_CNN) -> TrainState:
+    params = jax.vmap(spec.init)(init_keys)
+    opt_state = optimizer(recipe, spec).init(params)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32))
 
 
@@ -109,28 +154,26 @@ def epoch_batches(recipe: Recipe, shuffle_keys: jax.Array, epoch: jax.Array):
     return indices, mask
 
 
-def make_train_step(recipe: Recipe):
+def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
     """`(state, images, labels, dropout_keys, idx, mask) -> (state, (loss, correct))`.
 
     One optimizer step for every replica on its own batch: idx (R, B) indexes the
     training images, mask (B,) is 0 on padding. Loss and correct are per-replica
     sums over the batch (R,).
     """
-    layers = model.batched_layers(recipe.kernel, recipe.compute_dtype)
-    tx = optimizer(recipe)
+    apply = spec.make_apply(recipe)
+    tx = optimizer(recipe, spec)
 
     def loss_fn(params, x, y, mask, dropout_keys):
-        logits = model.apply(
-            params, x, layers=layers, dropout=recipe.dropout, dropout_key=dropout_keys
-        )
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)  # (R, B)
+        logits = apply(params, x, dropout=recipe.dropout, dropout_key=dropout_keys)
+        ce = spec.loss(logits, y)  # (R, B)
         # Each replica's loss is its own batch mean; summing over replicas keeps
         # their gradients separate because no parameter is shared.
         per_replica = (ce * mask[None]).sum(-1) / mask.sum()
         return per_replica.sum(), (ce, logits)
 
     def train_step(state, images, labels, dropout_keys, idx, mask):
-        x = model.normalize(images[idx])  # (R, B, H, W, C)
+        x = spec.prepare(images[idx])  # (R, B, H, W, C) or (R, B, ...) features
         y = jnp.take_along_axis(labels, idx, axis=1)  # (R, B)
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(dropout_keys, state.step)
         grads, (ce, logits) = jax.grad(loss_fn, has_aux=True)(
@@ -139,7 +182,7 @@ def make_train_step(recipe: Recipe):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         loss_sum = (ce * mask[None]).sum(-1)
-        correct = ((logits.argmax(-1) == y) * mask[None]).sum(-1)
+        correct = ((spec.predict(logits) == y) * mask[None]).sum(-1)
         return TrainState(params, opt_state, state.step + 1), (loss_sum, correct)
 
     return train_step
@@ -149,7 +192,7 @@ def make_train_step(recipe: Recipe):
 TICKS_PER_EPOCH = 20
 
 
-def make_train_epoch(recipe: Recipe, tick=None):
+def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN):
     """A jitted `(state, images, labels, keys, epoch) -> (state, loss, correct)`.
 
     images: uint8 (N, H, W, C), shared; labels: int32 (R, N); keys: ReplicaKeys;
@@ -158,7 +201,7 @@ def make_train_epoch(recipe: Recipe, tick=None):
     TICKS_PER_EPOCH times, so a progress bar moves during a minutes-long epoch;
     it only observes, so results are the same with or without it.
     """
-    train_step = make_train_step(recipe)
+    train_step = make_train_step(recipe, spec)
     s = recipe.steps_per_epoch
     every = max(1, s // TICKS_PER_EPOCH)
 
@@ -185,13 +228,13 @@ def make_train_epoch(recipe: Recipe, tick=None):
     return jax.jit(train_epoch, donate_argnums=donate)
 
 
-def make_evaluate(recipe: Recipe):
+def make_evaluate(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
     """A jitted `(params, images, labels) -> (loss_sum (R,), confusion (R, K, K))`.
 
     images/labels: the test set padded to a multiple of the eval batch, with
     label -1 on the padding (see `pad_eval_set`).
     """
-    layers = model.batched_layers(recipe.kernel, recipe.compute_dtype)
+    apply = spec.make_apply(recipe)
     k = recipe.n_classes
 
     def evaluate(params, images, labels):
@@ -203,15 +246,15 @@ def make_evaluate(recipe: Recipe):
         def body(carry, batch):
             loss_sum, confusion = carry
             x_u8, y = batch
-            x = jnp.broadcast_to(model.normalize(x_u8), (r, *x_u8.shape))
-            logits = model.apply(params, x, layers=layers)  # (R, EB, K)
+            x = jnp.broadcast_to(spec.prepare(x_u8), (r, *x_u8.shape))
+            logits = apply(params, x)  # (R, EB, L)
             valid = y >= 0
             y_r = jnp.broadcast_to(jnp.where(valid, y, 0), (r, eb))
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y_r)
+            ce = spec.loss(logits, y_r)
             loss_sum = loss_sum + (ce * valid[None]).sum(-1)
             # Float counts: integer matmuls are slow or missing on accelerators,
             # and f32 holds whole numbers exactly far past any test set size.
-            pred = jax.nn.one_hot(logits.argmax(-1), k, dtype=jnp.float32)
+            pred = jax.nn.one_hot(spec.predict(logits), k, dtype=jnp.float32)
             true = jax.nn.one_hot(y, k, dtype=jnp.float32)  # -1 -> all zeros
             confusion = confusion + jnp.einsum("bi,rbj->rij", true, pred)
             return (loss_sum, confusion), None
@@ -247,24 +290,28 @@ class Engine:
         test_labels: np.ndarray,
         *,
         on_step: Callable[[int], None] | None = None,
+        spec: ModelSpec = SIMPLE_CNN,
     ):
         """`on_step(steps_done_in_epoch)`, if given, observes training progress.
 
         The tick is compiled in on CPU only, where one epoch can take minutes
         (always, so the compiled epoch is the same with or without an observer).
+        `spec` is what a replica is: SimpleCNN on uint8 images by default, or
+        e.g. `sweep.head.spec(d)`, a head on float features held as "images".
         """
         self.recipe = recipe
+        self.spec = spec
 
         def tick(steps_done) -> None:
             if on_step is not None:
                 on_step(int(steps_done))
 
         self.train_epoch = make_train_epoch(
-            recipe, tick if jax.default_backend() == "cpu" else None
+            recipe, tick if jax.default_backend() == "cpu" else None, spec
         )
-        self.init_state = jax.jit(lambda keys: init_state(recipe, keys))
-        self.evaluate = make_evaluate(recipe)
-        self.train_images = jax.device_put(train_images)  # uint8, once
+        self.init_state = jax.jit(lambda keys: init_state(recipe, keys, spec))
+        self.evaluate = make_evaluate(recipe, spec)
+        self.train_images = jax.device_put(train_images)  # uint8 (or features), once
         test_x, test_y = pad_eval_set(test_images, test_labels, recipe.eval_batch_size)
         self.test_images = jax.device_put(test_x)
         self.test_labels = jax.device_put(test_y)

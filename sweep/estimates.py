@@ -22,8 +22,21 @@ BYTES_PER_REPLICA_IMAGE = 1_200_000
 BYTES_PER_REPLICA_FIXED = 4 * 4 * 1_147_466
 
 
-def auto_replicas_per_step(batch_size: int, eval_batch_size: int) -> int:
-    """How many replicas fit the device at once, leaving generous headroom."""
+def head_bytes(eval_batch_size: int, n_features: int) -> int:
+    """Device bytes one transfer head needs: parameters with gradients and
+    optimizer state, and its evaluation batch of features and hidden units."""
+    from sweep import head
+
+    params = n_features * head.HIDDEN + 2 * head.HIDDEN + 2
+    return 4 * (4 * params + 2 * eval_batch_size * (n_features + 2 * head.HIDDEN))
+
+
+def auto_replicas_per_step(batch_size: int, eval_batch_size: int,
+                           per_replica: int | None = None) -> int:
+    """How many replicas fit the device at once, leaving generous headroom.
+
+    `per_replica` overrides SimpleCNN's bytes per replica (a head's are far fewer).
+    """
     import jax
 
     dev = jax.devices()[0]
@@ -35,9 +48,10 @@ def auto_replicas_per_step(batch_size: int, eval_batch_size: int) -> int:
         pass
     if not limit:
         limit = _host_memory_bytes()
-    per_replica = BYTES_PER_REPLICA_FIXED + BYTES_PER_REPLICA_IMAGE * max(
-        batch_size, eval_batch_size // 2
-    )
+    if per_replica is None:
+        per_replica = BYTES_PER_REPLICA_FIXED + BYTES_PER_REPLICA_IMAGE * max(
+            batch_size, eval_batch_size // 2
+        )
     return max(1, int(0.6 * limit // per_replica))
 
 
@@ -65,6 +79,8 @@ def warn_if_slow(p: Prepared, engine, n_replicas: int, size: int, *, log) -> Non
     from sweep import engine as engine_lib
 
     c = p.config
+    if c.model == "head":  # the FLOP model below is SimpleCNN's
+        return
     images = n_replicas * len(p.train_labels) * c.epochs
     optimistic = {"cpu": 1e11 * (os.cpu_count() or 1)}.get(jax.default_backend(), 4e14)
     if images * TRAIN_FLOPS_PER_IMAGE / optimistic < 1800:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,7 @@ class Prepared:
     labels: dict  # (count, poison seed or -1) -> int32 (N,) poisoned labels
     flipped: dict  # same keys -> flipped indices into the (subset) training set
     out: Path
+    transfer: dict = field(default_factory=dict)  # head: backbone and features info
 
     def poison_key(self, seed: int, count: int) -> tuple[int, int]:
         return (count, seed if self.config.poison_per_seed else -1)
@@ -69,6 +70,16 @@ class Prepared:
                           n_classes=len(self.dataset.class_names),
                           n_test=len(self.dataset.test_labels))
 
+    def model_spec(self):
+        """What a replica is: SimpleCNN, or a head on this sweep's features."""
+        from sweep import engine
+
+        if self.config.model != "head":
+            return engine.SIMPLE_CNN
+        from sweep import head
+
+        return head.spec(int(np.prod(self.train_images.shape[1:])))
+
     def replica_labels(self, replica: int) -> np.ndarray:
         seed, count = self.grid.replica(replica)
         return self.labels[self.poison_key(seed, count)]
@@ -77,15 +88,22 @@ class Prepared:
 def prepare(config: Config) -> Prepared:
     """Load data and resolve the grid; refuses impossible requests before training."""
     check_kernel(config.kernel)
-    ds = data_lib.load(config.data)
+    view, resolve = None, poison.resolve_class
+    if config.model == "head":  # two classes; features replace images below
+        from sweep import transfer
+
+        view, resolve = transfer.load(config), transfer.resolve_name
+        ds = view.dataset
+    else:
+        ds = data_lib.load(config.data)
     rows = np.arange(len(ds.train_labels))
     if config.train_size is not None:
         rows = data_lib.balanced_subset(
             ds.train_labels, config.train_size, seed=config.subset_seed
         )
     images, labels = ds.train_images[rows], ds.train_labels[rows].astype(np.int32)
-    source = poison.resolve_class(config.source, ds.class_names)
-    target = poison.resolve_class(config.target, ds.class_names)
+    source = resolve(config.source, ds.class_names)
+    target = resolve(config.target, ds.class_names)
     if source == target:
         raise SweepError(f"--source and --target are both {ds.class_names[source]!r}")
     check_measurable(ds, source, target)
@@ -107,8 +125,13 @@ def prepare(config: Config) -> Prepared:
             poisoned[(count, ps)], flipped[(count, ps)] = new.astype(np.int32), idx
     out = Path(config.out) if config.out else default_out(config, ds.class_names,
                                                            source, target)
+    info = {}
+    if view is not None:
+        feats = transfer.features(config, view, images)
+        images, info = feats.train, feats.info
+        ds = transfer.with_features(ds, feats.test)
     return Prepared(config, ds, images, labels, rows, source, target, grid,
-                    poisoned, flipped, out)
+                    poisoned, flipped, out, info)
 
 
 def check_measurable(ds: data_lib.Dataset, source: int, target: int) -> None:

@@ -130,6 +130,7 @@ def build_manifest(p: Prepared) -> dict:
         },
         "data_hash": p.dataset.content_hash,
         "poisoned_hash": poisoned_hash(p.flipped),
+        **({"transfer": p.transfer} if p.transfer else {}),
         **environment(),
         "timings": {},
     }
@@ -137,15 +138,17 @@ def build_manifest(p: Prepared) -> dict:
 
 def check_resumable(old: dict, new: dict, out: Path) -> None:
     """Refuse to continue a folder made by a different sweep, saying what differs."""
-    from sweep.config import RUNTIME_FIELDS
+    from sweep.config import MODEL_DEFAULTS, RUNTIME_FIELDS
 
     # The data spec may move (a copied folder); its content hash is what counts.
+    # Fields added later (MODEL_DEFAULTS) read as their defaults in old folders.
     a = old.get("config", {})
     b = json.loads(json.dumps(new["config"]))  # tuples -> lists, as stored
     diff = [
-        f"{k}: {a.get(k)!r} -> {b[k]!r}"
+        f"{k}: {a.get(k, MODEL_DEFAULTS.get(k))!r} -> {b[k]!r}"
         for k in b
-        if k not in RUNTIME_FIELDS and k != "data" and a.get(k) != b[k]
+        if k not in RUNTIME_FIELDS and k != "data"
+        and a.get(k, MODEL_DEFAULTS.get(k)) != b[k]
     ]
     if diff:
         raise SweepError(
