@@ -472,8 +472,11 @@ class SubsetEngine(Engine):
         self._predict = None
 
     def train(self, labels, keys: ReplicaKeys, epochs: int, *, subsets: Subsets,
-              on_epoch=None):
+              on_epoch=None, evaluate: bool = True):
         """Train replicas on their subsets.
+
+        `evaluate=False` skips the test set (out-of-fold models are judged on
+        their held-out folds); their confusion matrices are then all zero.
 
         Returns:
           (state, history, margin_sum): margin_sum (R, N) float32 on the host,
@@ -487,8 +490,13 @@ class SubsetEngine(Engine):
         for epoch in range(epochs):
             state, loss_sum, correct, margin = self.subset_epoch(
                 state, self.train_images, labels, keys, subsets, jnp.int32(epoch))
-            test_loss_sum, confusion = self.evaluate(
-                state.params, self.test_images, self.test_labels)
+            if evaluate:
+                test_loss_sum, confusion = self.evaluate(
+                    state.params, self.test_images, self.test_labels)
+            else:
+                k = self.recipe.n_classes
+                test_loss_sum = jnp.full(loss_sum.shape, jnp.nan)
+                confusion = jnp.zeros((loss_sum.shape[0], k, k), jnp.int32)
             loss_sum, correct, test_loss_sum, confusion, margin = jax.device_get(
                 (loss_sum, correct, test_loss_sum, confusion, margin))
             history.append(EpochMetrics(

@@ -188,7 +188,8 @@ def train_fold_models(c: DetectConfig, p, out: Path, fold_of: dict, *, log) -> d
         sub = engine_lib.Subsets(
             np.stack([subsets[s].index[f] for _, s, f in cells]),
             np.stack([subsets[s].length[f] for _, s, f in cells]))
-        state, history, margin = engine.train(labels, keys, sc.epochs, subsets=sub)
+        state, history, margin = engine.train(labels, keys, sc.epochs, subsets=sub,
+                                              evaluate=False)
         logp, feats = engine.predict(state.params, p.train_images)
         arrays = {}
         for j, i in enumerate(ids):
@@ -201,8 +202,7 @@ def train_fold_models(c: DetectConfig, p, out: Path, fold_of: dict, *, log) -> d
             arrays[f"{i}_knn"] = knn
             arrays[f"{i}_knn_flag"] = knn_flag
             arrays[f"{i}_margin"] = margin[j]
-            arrays[f"{i}_test_acc"] = np.float64(
-                100 * np.trace(history[-1].confusion[j]) / history[-1].confusion[j].sum())
+            arrays[f"{i}_train_loss"] = np.float64(history[-1].train_loss[j])
         _save_npz(path, **arrays)
         log(f"fold models {ids[0] + 1}-{ids[-1] + 1} of {len(grid)}: "
             f"{time.time() - t:.0f} s")
@@ -210,8 +210,7 @@ def train_fold_models(c: DetectConfig, p, out: Path, fold_of: dict, *, log) -> d
     n = len(p.train_labels)
     oof = {(count, seed): {"probs": np.full((n, n_classes), np.nan, np.float32),
                            "knn": np.full(n, np.nan), "knn_flag": np.zeros(n, bool),
-                           "margin_sum": np.zeros(n), "margin_n": np.zeros(n),
-                           "test_acc": []}
+                           "margin_sum": np.zeros(n), "margin_n": np.zeros(n)}
            for count in p.grid.counts for seed in p.grid.seeds}
     for start in range(0, len(grid), size):
         ids = list(range(start, min(start + size, len(grid))))
@@ -225,7 +224,6 @@ def train_fold_models(c: DetectConfig, p, out: Path, fold_of: dict, *, log) -> d
                 d["knn_flag"][held] = z[f"{i}_knn_flag"]
                 d["margin_sum"] += z[f"{i}_margin"]
                 d["margin_n"] += (~held) * sc.epochs
-                d["test_acc"].append(float(z[f"{i}_test_acc"]))
     return oof
 
 

@@ -112,6 +112,10 @@ def summarize(per_seed: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
             x = g[metric].to_numpy(float)
             x = x[np.isfinite(x)]
             mean, (low, high) = stats.t_interval(x, level=level)
+            # Proportions live in [0, 1], counts in [0, inf): clipping the
+            # interval to the parameter space never lowers its coverage.
+            upper = math.inf if metric == "n_flagged" else 1.0
+            low, high = max(low, 0.0), min(high, upper)
             rows.append({"count": int(count), "detector": detector, "metric": metric,
                          "n_seeds": int(x.size), "mean": mean, "ci_low": low,
                          "ci_high": high, "level": level})
