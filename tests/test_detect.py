@@ -156,8 +156,9 @@ def detect_run(tmp_path_factory):
     env = {**os.environ, "SWEEP_CACHE": str(root / "cache")}
     done = subprocess.run(
         [sys.executable, "-m", "sweep", "detect", "--data", str(data_dir),
-         "--counts", "6", "--seeds", "2", "--folds", "2", "--epochs", "3",
-         "--batch-size", "16", "--knn-k", "3", "--out", str(out), "--quiet"],
+         "--counts", "6", "--seeds", "2", "--folds", "2", "--epochs", "6",
+         "--batch-size", "8", "--lr", "0.003", "--knn-k", "3", "--out", str(out),
+         "--quiet"],
         capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout, out
