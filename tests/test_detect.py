@@ -219,3 +219,18 @@ def test_repair_is_paired_and_removes_the_flags(detect_run):
     cat = r[(r["class_name"] == "cat") & (r["count"] == 6)].iloc[0]
     assert cat["n_poison_removed"] <= 6
     assert (out / "detect.html").exists() and (out / "detect_pr.png").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--folds", "1"], "--folds must be at least 2"),
+    (["--repair-with", "magic"], "--repair-with must be one of"),
+    (["--seeds", "1"], "detect needs --seeds 2 or more"),
+    (["--poison-per-seed"], "--poison-per-seed is not supported"),
+    (["--knn-k", "0"], "--knn-k must be at least 1"),
+])
+def test_bad_detect_options_are_one_line_errors(args, says, capsys):
+    from sweep.__main__ import main
+
+    assert main(["detect", "--data", "sample", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err

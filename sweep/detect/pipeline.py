@@ -53,6 +53,9 @@ class DetectConfig:
         if self.repair_with not in (*detectors.DETECTORS, "none"):
             raise SweepError(f"--repair-with must be one of "
                              f"{', '.join((*detectors.DETECTORS, 'none'))}")
+        if self.sweep.poison_per_seed:
+            raise SweepError("detect pools seeds (the ensemble, the suspect lists); "
+                             "--poison-per-seed is not supported")
         if self.sweep.seeds < 2:
             raise SweepError("detect needs --seeds 2 or more (intervals over seeds)")
 
