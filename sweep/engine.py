@@ -472,11 +472,12 @@ class SubsetEngine(Engine):
         self._predict = None
 
     def train(self, labels, keys: ReplicaKeys, epochs: int, *, subsets: Subsets,
-              on_epoch=None, evaluate: bool = True):
+              on_epoch=None, evaluate: bool | str = True):
         """Train replicas on their subsets.
 
-        `evaluate=False` skips the test set (out-of-fold models are judged on
-        their held-out folds); their confusion matrices are then all zero.
+        `evaluate`: True after every epoch, "last" after the last one only,
+        False never (out-of-fold models are judged on their held-out folds);
+        an epoch not evaluated has an all-zero confusion and NaN test loss.
 
         Returns:
           (state, history, margin_sum): margin_sum (R, N) float32 on the host,
@@ -490,7 +491,7 @@ class SubsetEngine(Engine):
         for epoch in range(epochs):
             state, loss_sum, correct, margin = self.subset_epoch(
                 state, self.train_images, labels, keys, subsets, jnp.int32(epoch))
-            if evaluate:
+            if evaluate is True or (evaluate == "last" and epoch == epochs - 1):
                 test_loss_sum, confusion = self.evaluate(
                     state.params, self.test_images, self.test_labels)
             else:

@@ -323,7 +323,8 @@ def train_repaired(c: DetectConfig, p, out: Path, suspects: pd.DataFrame, *, log
             keys = engine_lib.replica_keys(seeds, streams)
             labels = np.stack([p.labels[p.poison_key(s, n)] for n, s in cells])
             sub = folds.keep_subsets(np.stack([keep[(n, s)] for n, s in cells]))
-            _, history, _ = engine.train(labels, keys, sc.epochs, subsets=sub)
+            _, history, _ = engine.train(labels, keys, sc.epochs, subsets=sub,
+                                         evaluate="last")
             metrics, _ = results.chunk_frames(
                 replicas=ids, counts=[grid[i][0] for i in ids],
                 seeds=[grid[i][1] for i in ids], paired=sc.paired,
