@@ -234,3 +234,51 @@ def test_bad_detect_options_are_one_line_errors(args, says, capsys):
     assert main(["detect", "--data", "sample", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0], err
+
+
+def test_repair_table_pairs_seeds_and_counts_what_was_removed():
+    from sweep import stats
+    from sweep.detect.pipeline import repair_table
+
+    rng = np.random.default_rng(0)
+    seeds, classes = [0, 1, 2], ["cat", "dog"]
+
+    def frame(counts, epoch_acc):
+        rows = []
+        for count in counts:
+            for seed in seeds:
+                for cid, name in enumerate(classes):
+                    rows.append({"count": count, "seed": seed, "epoch": 2,
+                                 "class_id": cid, "class_name": name,
+                                 "accuracy": epoch_acc(count, seed, cid),
+                                 "diverged": False})
+        return pd.DataFrame(rows)
+
+    table = {(c, s, k): rng.uniform(40, 90) for c in (0, 10) for s in seeds
+             for k in (0, 1)}
+    fixed = {(c, s, k): rng.uniform(40, 90) for c in (0, 10) for s in seeds
+             for k in (0, 1)}
+    twins = frame((0, 10), lambda c, s, k: table[(c, s, k)])
+    repaired = frame((0, 10), lambda c, s, k: fixed[(c, s, k)])
+    # 6 images: index 0-1 flipped at count 10; flags remove 0 and 2 (a clean cat).
+    sus = []
+    for count in (0, 10):
+        for seed in seeds:
+            for i in range(6):
+                sus.append({"count": count, "seed": seed, "index": i,
+                            "poisoned": count == 10 and i < 2,
+                            "true_label": 0 if i < 4 else 1,
+                            "flag_cleanlab": i in (0, 2)})
+    r = repair_table(twins, repaired, pd.DataFrame(sus), "cleanlab", source=0,
+                     level=0.95)
+    row = r[(r["count"] == 10) & (r["class_name"] == "cat")].iloc[0]
+    deltas = [fixed[(10, s, 0)] - table[(0, s, 0)] for s in seeds]
+    mean, (low, high) = stats.t_interval(np.array(deltas))
+    assert row["repaired_vs_clean"] == pytest.approx(mean)
+    assert (row["repaired_vs_clean_low"], row["repaired_vs_clean_high"]) == (
+        pytest.approx(low), pytest.approx(high))
+    assert row["n_removed"] == 2 and row["n_poison_removed"] == 1
+    assert row["n_clean_source_removed"] == 1
+    clean = r[(r["count"] == 0) & (r["class_name"] == "cat")].iloc[0]
+    assert clean["n_poison_removed"] == 0 and clean["n_clean_source_removed"] == 2
+    assert clean["poisoned_vs_clean"] == 0
