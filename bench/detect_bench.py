@@ -79,7 +79,8 @@ def main() -> None:
             for i in range(len(groups)):
                 states[i] = run(states[i], subs[i], kss[i], rep + 1)
             times.append(time.perf_counter() - t0)
-        return float(np.median(times)), float(np.min(times)), float(np.max(times)), compile_s
+        t = np.array(times)
+        return float(np.median(t)), float(t.min()), float(t.max()), compile_s
 
     together = time_path(r, [np.arange(r)])
     apart = time_path(1, [np.array([i]) for i in range(r)])

@@ -178,7 +178,8 @@ def test_out_of_fold_models_never_score_images_they_trained_on(detect_run):
                 seed, rest = divmod(i, 2 * 2)
                 count = (0, 6)[rest // 2]
                 fold = rest % 2
-                rows = s[(s["count"] == count) & (s["seed"] == seed)].sort_values("index")
+                rows = s[(s["count"] == count) & (s["seed"] == seed)]
+                rows = rows.sort_values("index")
                 held = rows["fold"].to_numpy() == fold
                 margin = z[key]
                 assert np.all(margin[held] == 0)  # never trained on

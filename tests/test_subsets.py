@@ -40,7 +40,8 @@ def test_subset_replica_equals_replica_trained_on_only_its_subset(tiny):
                                      kernel="im2col", eval_batch_size=20)
         alone_eng = engine.Engine(alone_recipe, own, test_x, test_y)
         own_keys = engine.ReplicaKeys(*(k[r : r + 1] for k in keys))
-        alone, alone_history = alone_eng.train(rep_labels[r, index[r]][None], own_keys, 2)
+        own_labels = rep_labels[r, index[r]][None]
+        alone, alone_history = alone_eng.train(own_labels, own_keys, 2)
         assert_same_trajectory(replica(together.params, r), replica(alone.params, 0),
                                model.init(keys.init[r]), 1e-5)
         np.testing.assert_allclose(history[-1].train_loss[r],
@@ -77,7 +78,8 @@ def test_unequal_subsets_visit_each_own_image_once_per_epoch():
 
 def test_margins_are_recorded_only_for_trained_images(tiny):
     images, labels, test_x, test_y = tiny
-    recipe = engine.Recipe(n_train=N, n_classes=10, batch_size=BATCH, eval_batch_size=20)
+    recipe = engine.Recipe(n_train=N, n_classes=10, batch_size=BATCH,
+                           eval_batch_size=20)
     eng = engine.SubsetEngine(recipe, images, test_x, test_y, record_margins=True)
     keys = engine.replica_keys(np.array([0, 1]), np.zeros(2))
     index = np.stack([np.arange(N), np.r_[np.arange(0, N, 2), np.zeros(N // 2)]])
@@ -97,7 +99,8 @@ def test_margin_is_assigned_logit_minus_largest_other():
 
 def test_predict_matches_apply_and_embed(tiny):
     images, labels, test_x, test_y = tiny
-    recipe = engine.Recipe(n_train=N, n_classes=10, batch_size=BATCH, eval_batch_size=64)
+    recipe = engine.Recipe(n_train=N, n_classes=10, batch_size=BATCH,
+                           eval_batch_size=64)
     eng = engine.SubsetEngine(recipe, images, test_x, test_y)
     params = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 2))
     logp, feats = eng.predict(params, images[:100])  # 100: padded to 128

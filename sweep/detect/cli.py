@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 DEFAULT_COUNTS = "50,500"
 
 
@@ -50,16 +48,9 @@ def cmd_detect(argv: list[str], parser_class) -> int:
     return 0
 
 
-def _ci(mean: float, low: float, high: float, digits: int = 2) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    if not math.isfinite(low):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def print_tables(out) -> None:
     from sweep.detect import report
 
-    for line in report.detection_lines(out) + [""] + report.repair_lines(out):
+    for line in (report.detection_lines(out) + [""] + report.clean_lines(out) + [""]
+                 + report.repair_lines(out)):
         print(line)

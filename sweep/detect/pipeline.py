@@ -248,7 +248,8 @@ def score_images(c: DetectConfig, p, oof: dict, fold_of: dict) -> pd.DataFrame:
                                  f"seed {seed}; rerun to finish the detect run")
             cl_score, cl_flag = detectors.confident_learning(given, d["probs"])
             m_score, m_flag = detectors.self_margin(given, d["probs"])
-            a_score, a_flag = detectors.area_under_margin(d["margin_sum"], d["margin_n"])
+            a_score, a_flag = detectors.area_under_margin(d["margin_sum"],
+                                                          d["margin_n"])
             frames.append(pd.DataFrame({
                 "count": np.int32(count), "seed": np.int32(seed),
                 "index": np.arange(n, dtype=np.int64),
@@ -350,7 +351,8 @@ def repair_table(twins: pd.DataFrame, repaired: pd.DataFrame, suspects: pd.DataF
     acc = twins[(twins["epoch"] == last) & ~twins["diverged"]]
     acc = acc.pivot_table(index=["count", "seed"], columns="class_id",
                           values="accuracy")
-    rep = repaired[(repaired["epoch"] == repaired["epoch"].max()) & ~repaired["diverged"]]
+    last_rep = repaired["epoch"] == repaired["epoch"].max()
+    rep = repaired[last_rep & ~repaired["diverged"]]
     rep = rep.pivot_table(index=["count", "seed"], columns="class_id",
                           values="accuracy")
     names = twins.drop_duplicates("class_id").set_index("class_id")["class_name"]

@@ -152,16 +152,36 @@ def detection_table(detection: pd.DataFrame) -> pd.DataFrame:
 
 def repair_view(repair: pd.DataFrame, class_ids) -> pd.DataFrame:
     r = repair[repair["class_id"].isin(class_ids)]
+
+    def cells(name):
+        return [_ci(*v) for v in r[[name, f"{name}_low", f"{name}_high"]].values]
+
     return pd.DataFrame({
         "count": r["count"], "class": r["class_name"],
-        "poisoned - clean": [_ci(*v) for v in r[["poisoned_vs_clean",
-                             "poisoned_vs_clean_low", "poisoned_vs_clean_high"]].values],
-        "repaired - clean": [_ci(*v) for v in r[["repaired_vs_clean",
-                             "repaired_vs_clean_low", "repaired_vs_clean_high"]].values],
-        "removed": r["n_removed"].round(1), "flips caught": r["n_poison_removed"].round(1),
+        "poisoned - clean": cells("poisoned_vs_clean"),
+        "repaired - clean": cells("repaired_vs_clean"),
+        "removed": r["n_removed"].round(1),
+        "flips caught": r["n_poison_removed"].round(1),
         "clean removed": r["n_clean_removed"].round(1),
         "clean source removed": r["n_clean_source_removed"].round(1),
     })
+
+
+def clean_suspects_table(suspects: pd.DataFrame, class_names, n: int = 8
+                         ) -> pd.DataFrame:
+    """At count 0 (no planted flips): per detector, how many images it flags
+    (mean over seeds) and its top suspects as 'row: given -> predicted'."""
+    clean = suspects[suspects["count"] == 0]
+    rows = []
+    for det in detectors.DETECTORS:
+        top = top_suspects(suspects, 0, det, n)
+        flagged = clean.groupby("seed")[f"flag_{det}"].sum()
+        rows.append({"detector": det, "flagged (mean over seeds)":
+                     round(float(flagged.mean()), 1),
+                     "top suspects (full-set row: given -> ensemble prediction)":
+                     ", ".join(f"{r.row}: {class_names[r.given]} -> "
+                               f"{class_names[r.pred]}" for r in top.itertuples())})
+    return pd.DataFrame(rows)
 
 
 def _meta(out: Path) -> dict:
@@ -177,6 +197,17 @@ def detection_lines(out) -> list[str]:
              " precision at k = count equals recall at k = count; ensemble pools"
              " the seeds (one value, no interval)",
              table.to_string(index=False)]
+    return lines
+
+
+def clean_lines(out) -> list[str]:
+    out = Path(out)
+    meta = _meta(out)
+    suspects = pd.read_parquet(out / "suspects.parquet")
+    table = clean_suspects_table(suspects, meta["class_names"], n=5)
+    lines = ["on the clean data (count 0, CIFAR-10's own labels):"]
+    for r in table.itertuples(index=False):
+        lines.append(f"  {r[0]:>9}: flags {r[1]:g}; top: {r[2]}")
     return lines
 
 
@@ -231,6 +262,10 @@ def write_detect_report(out, *, n_top: int = 32) -> Path:
     training, why = sweep_report.load_training_set(
         results.read_manifest(out / "sweep"), None)
     blocks.append(("h2", "Top suspects"))
+    blocks.append(("p", "On the clean data (count 0) nothing was flipped: what a "
+                   "detector flags there is CIFAR-10's own label noise, ambiguous "
+                   "images, or the detector's false alarms."))
+    blocks.append(("table", clean_suspects_table(suspects, names)))
     if training is None:
         blocks.append(("p", f"No images: {why}."))
     else:
