@@ -31,7 +31,8 @@ def cmd_report(argv: list[str], parser_class: type[argparse.ArgumentParser]) -> 
     from pathlib import Path
 
     if (Path(args.results_dir) / "detect.json").exists():  # a `detect` folder
-        from sweep.detect import cli, report as detect_report
+        from sweep.detect import cli
+        from sweep.detect import report as detect_report
 
         path = detect_report.write_detect_report(args.results_dir)
         cli.print_tables(Path(args.results_dir))
