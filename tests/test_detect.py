@@ -283,3 +283,24 @@ def test_repair_table_pairs_seeds_and_counts_what_was_removed():
     clean = r[(r["count"] == 0) & (r["class_name"] == "cat")].iloc[0]
     assert clean["n_poison_removed"] == 0 and clean["n_clean_source_removed"] == 2
     assert clean["poisoned_vs_clean"] == 0
+
+
+def test_clean_suspects_table_lists_each_detectors_top_images():
+    from sweep.detect import report
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in (0, 1):
+        for i in range(20):
+            row = {"count": 0, "seed": seed, "index": i, "row": 100 + i,
+                   "given_label": i % 3, "true_label": i % 3, "poisoned": False,
+                   "ensemble_pred": (i + (i == 4)) % 3}
+            for det in detectors.DETECTORS:
+                row[f"score_{det}"] = rng.uniform() + 5.0 * (i == 4)
+                row[f"flag_{det}"] = i == 4
+            rows.append(row)
+    table = report.clean_suspects_table(pd.DataFrame(rows), ["a", "b", "c"], n=3)
+    assert list(table["detector"]) == list(detectors.DETECTORS)
+    assert (table["flagged (mean over seeds)"] == 1.0).all()
+    tops = table.iloc[:, 2]
+    assert tops.str.startswith("104: b -> c").all()
