@@ -55,7 +55,9 @@ def confident_learning(labels: np.ndarray, pred_probs: np.ndarray
     labels = np.asarray(labels, np.int64)
     p = _probs(pred_probs)
     quality = cleanlab.rank.get_label_quality_scores(labels, p)
-    flags = cleanlab.filter.find_label_issues(labels, p)
+    # n_jobs=1: cleanlab's default forks worker processes, and fork() under
+    # JAX's threads can deadlock.
+    flags = cleanlab.filter.find_label_issues(labels, p, n_jobs=1)
     return 1.0 - np.asarray(quality, float), np.asarray(flags, bool)
 
 
