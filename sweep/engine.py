@@ -463,9 +463,16 @@ class SubsetEngine(Engine):
     """
 
     def __init__(self, recipe: Recipe, train_images, test_images, test_labels, *,
-                 record_margins: bool = False):
-        super().__init__(recipe, train_images, test_images, test_labels)
-        tick = self._tick if jax.default_backend() == "cpu" else None
+                 record_margins: bool = False,
+                 on_step: Callable[[int], None] | None = None):
+        super().__init__(recipe, train_images, test_images, test_labels,
+                         on_step=on_step)
+
+        def tick(steps_done) -> None:
+            if on_step is not None:
+                on_step(int(steps_done))
+
+        tick = tick if jax.default_backend() == "cpu" else None
         self.record_margins = record_margins
         self.subset_epoch = make_subset_epoch(recipe, record_margins=record_margins,
                                               tick=tick)

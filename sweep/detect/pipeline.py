@@ -79,23 +79,21 @@ def _save_npz(path: Path, **arrays) -> None:
 
 
 def _recipe(p, c: Config):
-    from sweep import engine as engine_lib
+    from sweep import run as run_lib
 
-    return engine_lib.Recipe(
-        n_train=len(p.train_labels),
-        n_classes=len(p.dataset.class_names),
-        batch_size=min(c.batch_size, len(p.train_labels)),
-        lr=c.lr, dropout=c.dropout, kernel=c.kernel, compute_dtype=c.compute_dtype,
-        eval_batch_size=min(c.eval_batch_size, len(p.dataset.test_labels)),
-    )
+    return run_lib.recipe_for(c, n_train=len(p.train_labels),
+                              n_classes=len(p.dataset.class_names),
+                              n_test=len(p.dataset.test_labels))
 
 
 def _chunk_size(c: Config, recipe, n: int) -> int:
-    from sweep import run as run_lib
 
-    size = c.replicas_per_step or run_lib.auto_replicas_per_step(
+    from sweep.chunking import chunks
+    from sweep.estimates import auto_replicas_per_step
+
+    size = c.replicas_per_step or auto_replicas_per_step(
         recipe.batch_size, recipe.eval_batch_size)
-    return len(run_lib.chunks(list(range(n)), size)[0])
+    return len(chunks(list(range(n)), size)[0])
 
 
 def _pad(chunk: list, size: int) -> list:
@@ -105,6 +103,7 @@ def _pad(chunk: list, size: int) -> list:
 def run_detect(c: DetectConfig, *, log=lambda s: print(s, file=sys.stderr)) -> Path:
     """Run (or continue) a detect run; returns its results folder."""
     from sweep import run as run_lib
+    from sweep.provenance import environment
 
     t0 = time.time()
     out = Path(c.sweep.out) if c.sweep.out else default_out(c)
@@ -122,7 +121,7 @@ def run_detect(c: DetectConfig, *, log=lambda s: print(s, file=sys.stderr)) -> P
             "resolved_counts": list(p.grid.counts), "seeds_list": list(p.grid.seeds),
             "class_names": list(p.dataset.class_names), "source_id": p.source_id,
             "target_id": p.target_id, "n_train": int(len(p.train_labels)),
-            "data_hash": p.dataset.content_hash, **run_lib.environment()}
+            "data_hash": p.dataset.content_hash, **environment()}
     results.write_json(meta, meta_path)
 
     fold_of = {s: folds.assign_folds(len(p.train_labels), c.folds,

@@ -228,8 +228,8 @@ def repair_lines(out) -> list[str]:
 
 def write_detect_report(out, *, n_top: int = 32) -> Path:
     """detect.md, detect.html and PNGs in `out`; returns the HTML path."""
-    from sweep import report as sweep_report
     from sweep import results
+    from sweep.report.training_set import load_training_set
 
     out = Path(out)
     meta = _meta(out)
@@ -259,7 +259,7 @@ def write_detect_report(out, *, n_top: int = 32) -> Path:
                        "'s flags"))
         blocks.append(("table", repair_view(repair, [meta["source_id"],
                                                       meta["target_id"]])))
-    training, why = sweep_report.load_training_set(
+    training, why = load_training_set(
         results.read_manifest(out / "sweep"), None)
     blocks.append(("h2", "Top suspects"))
     blocks.append(("p", "On the clean data (count 0) nothing was flipped: what a "
