@@ -93,6 +93,9 @@ def figure_detection_rate(detection: pd.DataFrame) -> Figure:
         ax.errorbar(g["count"], g["mean"], yerr=err, marker="o", capsize=3,
                     label=LABELS[det])
     ax.set_xscale("log")
+    counts = sorted(d["count"].unique())
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.minorticks_off()
     ax.set(xlabel="flipped labels (count)", ylabel="share of flips in the top-count",
            ylim=(0, 1.02), title="How many flips before the defence sees them")
     ax.legend(fontsize=7)
