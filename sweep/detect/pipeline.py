@@ -79,7 +79,7 @@ def _save_npz(path: Path, **arrays) -> None:
 
 
 def _recipe(p, c: Config):
-    from sweep import run as run_lib
+    from sweep import pipeline as run_lib
 
     return run_lib.recipe_for(c, n_train=len(p.train_labels),
                               n_classes=len(p.dataset.class_names),
@@ -102,7 +102,7 @@ def _pad(chunk: list, size: int) -> list:
 
 def run_detect(c: DetectConfig, *, log=lambda s: print(s, file=sys.stderr)) -> Path:
     """Run (or continue) a detect run; returns its results folder."""
-    from sweep import run as run_lib
+    from sweep import pipeline as run_lib
     from sweep.provenance import environment
 
     t0 = time.time()
