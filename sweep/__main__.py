@@ -4,6 +4,7 @@
     python -m sweep report RESULTS_DIR                  statistics + report
     python -m sweep plan --effect 1.0                   how many seeds to pay for
     python -m sweep verify RESULTS_DIR [--data PATH]    re-check provenance
+    python -m sweep detect --counts 50,500 --folds 4    find the flips, repair
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 from sweep.errors import SweepError
 
-COMMANDS = ("run", "report", "plan", "verify")
+COMMANDS = ("run", "report", "plan", "verify", "detect")
 
 
 class Parser(argparse.ArgumentParser):
@@ -196,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "run":
             return cmd_run(argv)
+        if command == "detect":
+            from sweep.detect.cli import cmd_detect
+
+            return cmd_detect(argv, Parser)
         from sweep import commands
 
         return getattr(commands, f"cmd_{command}")(argv, Parser)

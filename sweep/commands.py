@@ -28,6 +28,16 @@ def cmd_report(argv: list[str], parser_class: type[argparse.ArgumentParser]) -> 
         "answer: how many flips push source-class accuracy below this percent "
         "(default: 10 points below its clean accuracy)"))
     args = p.parse_args(argv)
+    from pathlib import Path
+
+    if (Path(args.results_dir) / "detect.json").exists():  # a `detect` folder
+        from sweep.detect import cli
+        from sweep.detect import report as detect_report
+
+        path = detect_report.write_detect_report(args.results_dir)
+        cli.print_tables(Path(args.results_dir))
+        print(f"report: {path} (and detect.md, detect_*.png beside it)")
+        return 0
     facts = []
     path = report.write_report(args.results_dir, level=args.level,
                                threshold=args.threshold, on_facts=facts.append)

@@ -78,6 +78,18 @@ SIMPLE_CNN = ModelSpec(
 )
 
 
+class Subsets(NamedTuple):
+    """Which training images each replica trains on (out-of-fold models, repair).
+
+    Row r lists replica r's images; entries at or past `length[r]` are padding
+    (any valid index) and are never trained on. All rows share the width M, so
+    one compiled epoch serves replicas whose subsets differ in size.
+    """
+
+    index: jax.Array  # (R, M) int32 indices into the training set
+    length: jax.Array  # (R,) int32 images replica r trains on, <= M
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The fixed settings one compiled sweep is built for.
@@ -154,12 +166,57 @@ def epoch_batches(recipe: Recipe, shuffle_keys: jax.Array, epoch: jax.Array):
     return indices, mask
 
 
-def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
+def subset_batches(batch_size: int, shuffle_keys: jax.Array, epoch: jax.Array,
+                   subsets: Subsets):
+    """Each replica's batches over its own subset, for one epoch.
+
+    The shuffle is `permutation(fold_in(key, epoch), M)` over the subset's
+    positions, so a replica whose subset is full-length (length == M) sees
+    exactly the order the plain path gives a dataset that holds only its M
+    images. A shorter subset keeps the permutation's order of its valid
+    positions, moved to the front; its tail batches are padding.
+
+    Returns:
+      indices (S, R, B) int32 into the training set and mask (S, R, B) float32,
+      0 on padding; S = ceil(M / B).
+    """
+    r, m = subsets.index.shape
+    b = batch_size
+    s = math.ceil(m / b)
+
+    def one(key, index, length):
+        perm = jax.random.permutation(jax.random.fold_in(key, epoch), m)  # (M,)
+        # Stable: the valid positions keep the permutation's order.
+        perm = perm[jnp.argsort(perm >= length, stable=True)]
+        return index[perm], (perm < length).astype(jnp.float32)
+
+    idx, mask = jax.vmap(one)(shuffle_keys, subsets.index, subsets.length)  # (R, M)
+    pad = s * b - m
+    idx = jnp.pad(idx, ((0, 0), (0, pad))).reshape(r, s, b).transpose(1, 0, 2)
+    mask = jnp.pad(mask, ((0, 0), (0, pad))).reshape(r, s, b).transpose(1, 0, 2)
+    return idx, mask
+
+
+def margins(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Assigned-label logit minus the largest other logit (Pleiss et al., 2020).
+
+    logits (..., K), y (...) int -> (...). Negative where the model prefers
+    another class over the label it is trained on.
+    """
+    assigned = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
+    others = jnp.where(jax.nn.one_hot(y, logits.shape[-1], dtype=bool), -jnp.inf,
+                       logits)
+    return assigned - others.max(-1)
+
+
+def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
+                    per_example: bool = False):
     """`(state, images, labels, dropout_keys, idx, mask) -> (state, (loss, correct))`.
 
     One optimizer step for every replica on its own batch: idx (R, B) indexes the
-    training images, mask (B,) is 0 on padding. Loss and correct are per-replica
-    sums over the batch (R,).
+    training images, mask (B,) (or (R, B) with per-replica subsets) is 0 on
+    padding. Loss and correct are per-replica sums over the batch (R,).
+    `per_example` adds each example's training margin (R, B) to the outputs.
     """
     apply = spec.make_apply(recipe)
     tx = optimizer(recipe, spec)
@@ -169,7 +226,10 @@ def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
         ce = spec.loss(logits, y)  # (R, B)
         # Each replica's loss is its own batch mean; summing over replicas keeps
         # their gradients separate because no parameter is shared.
-        per_replica = (ce * mask[None]).sum(-1) / mask.sum()
+        if mask.ndim == 1:
+            per_replica = (ce * mask[None]).sum(-1) / mask.sum()
+        else:  # (R, B), per-replica subsets; an all-padding batch adds 0
+            per_replica = (ce * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
         return per_replica.sum(), (ce, logits)
 
     def train_step(state, images, labels, dropout_keys, idx, mask):
@@ -181,8 +241,12 @@ def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        loss_sum = (ce * mask[None]).sum(-1)
-        correct = ((spec.predict(logits) == y) * mask[None]).sum(-1)
+        m = mask[None] if mask.ndim == 1 else mask
+        loss_sum = (ce * m).sum(-1)
+        correct = ((spec.predict(logits) == y) * m).sum(-1)
+        if per_example:
+            return TrainState(params, opt_state, state.step + 1), (
+                loss_sum, correct, margins(logits, y))
         return TrainState(params, opt_state, state.step + 1), (loss_sum, correct)
 
     return train_step
@@ -226,6 +290,78 @@ def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN):
 
     donate = () if jax.default_backend() == "cpu" else (0,)
     return jax.jit(train_epoch, donate_argnums=donate)
+
+
+def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None):
+    """A jitted `(state, images, labels, keys, subsets, epoch) -> (state, loss,
+    correct, margin_sum)`: one epoch where each replica trains on its own subset.
+
+    labels: int32 (R, N) over the whole training set; subsets: `Subsets`.
+    Returns per-replica summed loss and correct counts (R,), and with
+    `record_margins` the training margin of every image this epoch (R, N)
+    float32 (0 where a replica did not train on the image), accumulated inside
+    the compiled epoch; else margin_sum is None. Without subsets use
+    `make_train_epoch`, which this leaves untouched.
+    """
+    train_step = make_train_step(recipe, per_example=record_margins)
+
+    def train_epoch(state, images, labels, keys, subsets, epoch):
+        indices, mask = subset_batches(recipe.batch_size, keys.shuffle, epoch, subsets)
+        s = indices.shape[0]
+        every = max(1, s // TICKS_PER_EPOCH)
+        r, n = labels.shape
+        rows = jnp.arange(r)[:, None]  # (R, 1)
+
+        def body(carry, batch):
+            state, margin_sum = carry
+            idx, m, i = batch
+            state, out = train_step(state, images, labels, keys.dropout, idx, m)
+            if record_margins:
+                margin_sum = margin_sum.at[rows, idx].add(out[2] * m)
+            if tick is not None:
+                jax.lax.cond(
+                    (i + 1) % every == 0,
+                    lambda i: jax.debug.callback(tick, i + 1),
+                    lambda i: None,
+                    i,
+                )
+            return (state, margin_sum), out[:2]
+
+        margin0 = jnp.zeros((r, n) if record_margins else (r, 0), jnp.float32)
+        xs = (indices, mask, jnp.arange(s, dtype=jnp.int32))
+        (state, margin_sum), (loss_sum, correct) = jax.lax.scan(
+            body, (state, margin0), xs)
+        return state, loss_sum.sum(0), correct.sum(0), (
+            margin_sum if record_margins else None)
+
+    donate = () if jax.default_backend() == "cpu" else (0,)
+    return jax.jit(train_epoch, donate_argnums=donate)
+
+
+def make_predict(recipe: Recipe):
+    """A jitted `(params, images) -> (log_probs (R, N, K), features (R, N, 512))`.
+
+    images: uint8, padded to whole eval batches (see `pad_eval_set`). Features
+    are the penultimate activations (`model.embed`), for feature-space detectors.
+    """
+    layers = model.batched_layers(recipe.kernel, recipe.compute_dtype)
+
+    def predict(params, images):
+        r = jax.tree.leaves(params)[0].shape[0]
+        xs = images.reshape(-1, recipe.eval_batch_size, *images.shape[1:])
+
+        def body(_, x_u8):
+            x = jnp.broadcast_to(model.normalize(x_u8), (r, *x_u8.shape))
+            feats = model.embed(params, x, layers=layers)  # (R, EB, 512)
+            logits = layers.dense(feats, **params["fc2"])
+            return None, (jax.nn.log_softmax(logits), feats)
+
+        _, (logp, feats) = jax.lax.scan(body, None, xs)  # (NB, R, EB, .)
+        logp = logp.transpose(1, 0, 2, 3).reshape(r, -1, logp.shape[-1])
+        feats = feats.transpose(1, 0, 2, 3).reshape(r, -1, feats.shape[-1])
+        return logp, feats
+
+    return jax.jit(predict)
 
 
 def make_evaluate(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
@@ -365,6 +501,81 @@ class Engine:
             if on_epoch is not None:
                 on_epoch(epoch, state, history)
         return state, history
+
+
+class SubsetEngine(Engine):
+    """An Engine whose replicas each train on their own subset of the images.
+
+    Everything else (keys, labels, evaluation) is the Engine's; `train` takes a
+    `Subsets` and can record every image's training margin per epoch.
+    """
+
+    def __init__(self, recipe: Recipe, train_images, test_images, test_labels, *,
+                 record_margins: bool = False,
+                 on_step: Callable[[int], None] | None = None):
+        super().__init__(recipe, train_images, test_images, test_labels,
+                         on_step=on_step)
+
+        def tick(steps_done) -> None:
+            if on_step is not None:
+                on_step(int(steps_done))
+
+        tick = tick if jax.default_backend() == "cpu" else None
+        self.record_margins = record_margins
+        self.subset_epoch = make_subset_epoch(recipe, record_margins=record_margins,
+                                              tick=tick)
+        self._predict = None
+
+    def train(self, labels, keys: ReplicaKeys, epochs: int, *, subsets: Subsets,
+              on_epoch=None, evaluate: bool | str = True):
+        """Train replicas on their subsets.
+
+        `evaluate`: True after every epoch, "last" after the last one only,
+        False never (out-of-fold models are judged on their held-out folds);
+        an epoch not evaluated has an all-zero confusion and NaN test loss.
+
+        Returns:
+          (state, history, margin_sum): margin_sum (R, N) float32 on the host,
+          the training margins summed over epochs (None unless recording).
+        """
+        labels = jax.device_put(jnp.asarray(labels, jnp.int32))
+        subsets = Subsets(jnp.asarray(subsets.index, jnp.int32),
+                          jnp.asarray(subsets.length, jnp.int32))
+        lengths = np.asarray(subsets.length)
+        state, history, total = self.init(keys), [], None
+        for epoch in range(epochs):
+            state, loss_sum, correct, margin = self.subset_epoch(
+                state, self.train_images, labels, keys, subsets, jnp.int32(epoch))
+            if evaluate is True or (evaluate == "last" and epoch == epochs - 1):
+                test_loss_sum, confusion = self.evaluate(
+                    state.params, self.test_images, self.test_labels)
+            else:
+                k = self.recipe.n_classes
+                test_loss_sum = jnp.full(loss_sum.shape, jnp.nan)
+                confusion = jnp.zeros((loss_sum.shape[0], k, k), jnp.int32)
+            loss_sum, correct, test_loss_sum, confusion, margin = jax.device_get(
+                (loss_sum, correct, test_loss_sum, confusion, margin))
+            history.append(EpochMetrics(
+                train_loss=loss_sum / lengths,
+                train_accuracy=100.0 * correct / lengths,
+                test_loss=test_loss_sum / self.n_test,
+                confusion=confusion,
+            ))
+            if margin is not None:
+                total = margin if total is None else total + margin
+            if on_epoch is not None:
+                on_epoch(epoch, state, history)
+        return state, history, total
+
+    def predict(self, params, images: np.ndarray):
+        """Log-probabilities (R, N, K) and penultimate features (R, N, 512), host."""
+        if self._predict is None:
+            self._predict = make_predict(self.recipe)
+        n = len(images)
+        padded, _ = pad_eval_set(images, np.zeros(n, np.int32),
+                                 self.recipe.eval_batch_size)
+        logp, feats = jax.device_get(self._predict(params, jax.device_put(padded)))
+        return logp[:, :n], feats[:, :n]
 
 
 def time_single_step(recipe: Recipe, train_images: jax.Array, repeats: int = 3) -> float:

@@ -80,14 +80,22 @@ def apply(
     Returns:
       logits (B, 10), or (R, B, 10).
     """
+    x = embed(params, images, layers=layers)
+    if dropout_key is not None and dropout > 0:
+        x = layers.dropout(x, dropout, dropout_key)
+    return layers.dense(x, **params["fc2"])
+
+
+def embed(params: Params, images: jax.Array, *, layers: Layers) -> jax.Array:
+    """Penultimate activations (fc1 + ReLU, before dropout): (..., B, 512).
+
+    What `apply` feeds its last layer; feature-space detectors read it.
+    """
     x = images
     for name in ("conv1", "conv2", "conv3"):
         x = layers.pool(jax.nn.relu(layers.conv(x, **params[name])))
     x = x.reshape(*x.shape[:-3], -1)
-    x = jax.nn.relu(layers.dense(x, **params["fc1"]))
-    if dropout_key is not None and dropout > 0:
-        x = layers.dropout(x, dropout, dropout_key)
-    return layers.dense(x, **params["fc2"])
+    return jax.nn.relu(layers.dense(x, **params["fc1"]))
 
 
 def normalize(images_u8: jax.Array) -> jax.Array:

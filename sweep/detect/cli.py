@@ -1,0 +1,56 @@
+"""`python -m sweep detect`: the sweep's options plus the defence's."""
+
+from __future__ import annotations
+
+DEFAULT_COUNTS = "50,500"
+
+
+def detect_parser(parser_class):
+    from sweep.__main__ import run_parser
+
+    p = run_parser()
+    p.prog = "python -m sweep detect"
+    p.description = (
+        "Find the flipped labels and measure the repair. For each count x seed, "
+        "--folds fold replicas (the poisoned set minus one fold each) train "
+        "together and predict their held-out fold; confident learning "
+        "(cleanlab), out-of-fold margin, area under the margin, deep k-NN and "
+        "the ensemble over seeds score every training image; scores are graded "
+        "against the known flips with intervals over seeds; the poisoned set "
+        "minus one detector's flags is retrained as a paired twin.")
+    p.set_defaults(counts=DEFAULT_COUNTS, seeds=4)
+    g = p.add_argument_group("defence")
+    g.add_argument("--folds", type=int, default=4, help="out-of-fold models per "
+                   "count x seed")
+    g.add_argument("--fold-seed", type=int, default=0, help="seed of the K-fold split")
+    g.add_argument("--knn-k", type=int, default=10, help="neighbours of deep k-NN")
+    g.add_argument("--repair-with", default="cleanlab", help=(
+        "detector whose flagged images the repair removes: cleanlab, margin, aum, "
+        "knn, ensemble, or none"))
+    return p
+
+
+def cmd_detect(argv: list[str], parser_class) -> int:
+    from sweep.__main__ import config_from
+    from sweep.detect.pipeline import DetectConfig, run_detect
+
+    args = detect_parser(parser_class).parse_args(argv)
+    config = DetectConfig(sweep=config_from(args), folds=args.folds,
+                          fold_seed=args.fold_seed, knn_k=args.knn_k,
+                          repair_with=args.repair_with)
+    out = run_detect(config)
+    from sweep.detect import report
+
+    path = report.write_detect_report(out)
+    print_tables(out)
+    print(f"\nresults: {out}/ (suspects.parquet, detection.parquet, repair.parquet)")
+    print(f"report: {path}")
+    return 0
+
+
+def print_tables(out) -> None:
+    from sweep.detect import report
+
+    for line in (report.detection_lines(out) + [""] + report.clean_lines(out) + [""]
+                 + report.repair_lines(out)):
+        print(line)
