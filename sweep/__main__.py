@@ -53,6 +53,10 @@ def run_parser() -> Parser:
         "class (5%%); the clean count 0 is always added"))
     g.add_argument("--source", default="cat", help="class whose labels are flipped")
     g.add_argument("--target", default="dog", help="label they are flipped to")
+    g.add_argument("--pairs", type=csv, default=None, help=(
+        "the attack matrix: comma-separated SOURCE:TARGET pairs, or 'all' for "
+        "every ordered pair of classes; replaces --source/--target, and one clean "
+        "replica per seed serves every pair"))
     g.add_argument("--strategy", choices=("flip", "swap"), default="flip", help=(
         "flip: N source -> target; swap: also N target -> source (balanced)"))
     g.add_argument("--selection", choices=("random", "first"), default="random",
@@ -84,6 +88,11 @@ def run_parser() -> Parser:
         "conv formulation: auto (chosen per backend), vmap or im2col"))
     e.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="compute dtype (parameters stay float32)")
+    e.add_argument("--devices", type=int, default=None, help=(
+        "local devices the replica axis is sharded over (default: all)"))
+    e.add_argument("--cluster", default=None, metavar="ray[://ADDRESS]", help=(
+        "run chunks as Ray tasks: 'ray' joins the cluster of $RAY_ADDRESS or "
+        "starts a local one, 'ray://HOST:PORT' a remote one; needs sweep[ray]"))
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help=(
         "results folder (default results/<source>-<target>-<strategy>-s<seeds>-"
@@ -130,6 +139,9 @@ def config_from(args: argparse.Namespace):
         report=args.report,
         threshold=args.threshold,
         mlflow=args.mlflow,
+        pairs=args.pairs,
+        devices=args.devices,
+        cluster=args.cluster,
     )
 
 

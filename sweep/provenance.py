@@ -129,7 +129,8 @@ def build_manifest(p: Prepared) -> dict:
             "train_subset_hash": array_hash(p.train_rows),
         },
         "data_hash": p.dataset.content_hash,
-        "poisoned_hash": poisoned_hash(p.flipped),
+        "poisoned_hash": poisoned_hash(p.pair_flipped if p.is_matrix else p.flipped),
+        **({"pairs": [list(pair) for pair in p.pairs]} if p.is_matrix else {}),
         **environment(),
         "timings": {},
     }

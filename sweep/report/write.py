@@ -104,6 +104,10 @@ def analyse(results_dir: str | os.PathLike, *, level: float = 0.95,
         raise SweepError(f"--level must be between 0 and 1 (e.g. 0.95), got {level}")
     if threshold is not None and not 0 <= threshold <= 100:
         raise SweepError(f"--threshold is a percent (0-100), got {threshold}")
+    from sweep.report import attack_matrix as matrix_report
+
+    if matrix_report.is_matrix_folder(results_dir):  # many pairs: their own report
+        return matrix_report.write_matrix_report(results_dir, level=level)
     results = stats.load_results(results_dir)
     rng = np.random.default_rng(REPORT_SEED)
     summary = stats.summarize(results.metrics, level=level, rng=rng)
