@@ -193,7 +193,7 @@ def ray_worker() -> None:
 
 
 def projection(gpu: dict, measured: dict, cpu_compile_s: float) -> dict:
-    from sweep.run import BYTES_PER_REPLICA_FIXED, BYTES_PER_REPLICA_IMAGE
+    from sweep.estimates import BYTES_PER_REPLICA_FIXED, BYTES_PER_REPLICA_IMAGE
 
     m = MATRIX
     replicas = m["seeds"] * (1 + m["pairs"] * m["counts"])
@@ -229,7 +229,7 @@ def gpu_rates(path: str | None) -> dict:
                 "eval_rate": res["engine_eval"]["replica_images_per_s"],
                 "compile_s": max(r["compile_s"] for r in res["scaling"]["rows"]),
                 "bytes": ASSUMED_GPU_BYTES}
-    from sweep.run import TRAIN_FLOPS_PER_IMAGE
+    from sweep.estimates import TRAIN_FLOPS_PER_IMAGE
 
     train = ASSUMED_GPU_TFLOPS * 1e12 / TRAIN_FLOPS_PER_IMAGE
     return {"source": f"ASSUMED: {ASSUMED_GPU_TFLOPS:g} TFLOP/s sustained per H100, "
@@ -251,8 +251,10 @@ def markdown(res: dict) -> str:
         f"### Past one device: {res['env']['host']}, {res['env']['date'][:10]}", "",
         f"- command: `{res['env']['command']}`",
         f"- commit `{res['env']['commit']}`; jax {res['env']['jax']}; "
-        f"{os.cpu_count()} cores; machine load (1 min) at start "
-        f"{res['env']['load_start']:.1f}, at end {res['env']['load_end']:.1f}", "",
+        f"{os.cpu_count()} cores; "
+        + ("machine load: see the measuring run" if res["env"].get("from_log") else
+           f"machine load (1 min) at start {res['env']['load_start']:.1f}, at end "
+           f"{res['env']['load_end']:.1f}"), "",
         f"1 vs 4 virtual CPU devices: {a['replicas']} replicas x {a['images']} real "
         "CIFAR-10 images per epoch, median of "
         f"{len(a['epoch_s'])} epochs after the compiling one:", "",
@@ -293,6 +295,8 @@ def main(argv=None) -> None:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--n-devices", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--ray-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--from-log", default=None, help=(
+        "finish from the lines a cut-short run printed (its measurements)"))
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -306,12 +310,20 @@ def main(argv=None) -> None:
            "command": "PYTHONPATH=. python bench/scale_bench.py " + " ".join(sys.argv[1:]),
            "commit": commit, "jax": jax.__version__, "host": platform.node() or "host",
            "load_start": os.getloadavg()[0]}
+    logged = {}
+    if args.from_log:
+        for line in Path(args.from_log).read_text().splitlines():
+            name, _, rest = line.partition(" ")
+            if rest.startswith("{"):
+                logged[name] = json.loads(rest)
+        env["command"] += f"  (measured by the run logged in {args.from_log})"
+        env["from_log"] = args.from_log
     devices = {}
     for name, flag, n in (("one_device", False, 1), ("one_of_four_virtual", True, 1),
                           ("four_virtual_sharded", True, 4)):
-        devices[name] = spawn(args, flag=flag, n_devices=n)
+        devices[name] = logged.get(name) or spawn(args, flag=flag, n_devices=n)
         print(name, json.dumps(devices[name]), flush=True)  # kept if cut short
-    measured = overheads(args.skip_ray)
+    measured = logged.get("overheads") or overheads(args.skip_ray)
     print("overheads", json.dumps(measured), flush=True)
     env["load_end"] = os.getloadavg()[0]
     res = {"env": env, "devices": devices, "overheads": measured,
