@@ -88,6 +88,9 @@ def test_matrix_shares_clean_twins_and_summarizes_per_pair(data_dir, tmp_path):
     text = (out / "report.md").read_text()
     assert "cat -> dog" in text and "truck -> automobile" in text
     assert html.name == "report.html"
+    from sweep.__main__ import main
+
+    assert main(["report", str(out)]) == 0  # the CLI: no one-pair headlines to print
 
 
 def test_each_pair_equals_its_one_pair_sweep(data_dir, tmp_path):

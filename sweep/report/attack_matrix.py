@@ -86,13 +86,14 @@ def figure_matrix(
         image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu", vmin=-lim,
                           vmax=lim)
         ax.set_facecolor("0.93")
-        size = 6 if k > 6 else 8
+        size = 7 if k > 6 else 9
         for r in here.itertuples():
             text = f"{r.delta_mean:+.1f}"
             if math.isfinite(r.ci_low):
                 text += f"\n[{r.ci_low:+.1f},\n{r.ci_high:+.1f}]"
+            dark = abs(r.delta_mean) > 0.6 * lim  # white on the deep colours
             ax.text(r.target, r.source, text, ha="center", va="center",
-                    fontsize=size - (1 if math.isfinite(r.ci_low) else 0))
+                    fontsize=size, color="white" if dark else "black")
         ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(k), class_names, fontsize=8)
         ax.set_xlabel("target (flipped to)")
@@ -141,6 +142,10 @@ def write_matrix_report(results_dir: str | os.PathLike, *, level: float = 0.95) 
     ]
     if n_seeds < 2:
         notes.append("With one seed there are no intervals or p-values.")
+    elif n_seeds < 8:
+        notes.append(f"With {n_seeds} seeds an exact sign-flip p-value cannot fall "
+                     f"below {2.0 ** (1 - n_seeds):.3g}, so no pair can pass Holm; "
+                     "read the intervals.")
     title = f"Attack matrix: {out.name}"
     md = [f"# {title}", "", *[f"- {n}" for n in notes], "",
           "## Pairs ranked by the source class's accuracy change at the largest count",
