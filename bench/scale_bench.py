@@ -22,7 +22,7 @@ time of the full attack matrix projected onto 1, 8 and 64 GPUs.
 
        T(G) = start + compile + ceil(chunks / G) x (chunk compute + write + task)
        chunk compute = chunk replicas x epochs x (N_train / train_rate + N_test / eval_rate)
-       chunks = max(G, ceil(replicas / fit)), fit = sweep.run's per-device estimate
+       chunks = max(G, ceil(replicas / fit)), fit = sweep.estimates' per-device estimate
 
    train_rate and eval_rate (replica-images/s on one GPU) come from
    ``--gpu-json``, a ``bench/train_bench.py`` JSON measured on a GPU; without one
@@ -174,7 +174,7 @@ def ray_worker() -> None:
     def cold_import():
         import jax as j
 
-        import sweep.run  # noqa: F401  (imports JAX, as a chunk task does)
+        import sweep.pipeline  # noqa: F401  (imports JAX, as a chunk task does)
 
         return len(j.devices())
 
@@ -274,7 +274,7 @@ def markdown(res: dict) -> str:
         "seeds + 8 shared clean), 5 epochs, 50,000 / 10,000 images. Per-GPU rates: "
         f"{p['inputs']['source']}; train {p['inputs']['train_rate']:,.0f}, eval "
         f"{p['inputs']['eval_rate']:,.0f} replica-img/s; {p['fit_per_gpu']} replicas "
-        "fit one 80 GB GPU (sweep.run's estimate).", "",
+        "fit one 80 GB GPU (sweep.estimates' estimate).", "",
         "| GPUs | chunks | replicas/chunk | waves | projected wall time | compute share |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
