@@ -55,6 +55,10 @@ def run_parser() -> Parser:
         "with --model head 1%%,2.5%%,5%%,7.5%%,10%%)"))
     g.add_argument("--source", default="cat", help="class whose labels are flipped")
     g.add_argument("--target", default="dog", help="label they are flipped to")
+    g.add_argument("--pairs", type=csv, default=None, help=(
+        "the attack matrix: comma-separated SOURCE:TARGET pairs, or 'all' for "
+        "every ordered pair of classes; replaces --source/--target, and one clean "
+        "replica per seed serves every pair"))
     g.add_argument("--strategy", choices=("flip", "swap"), default=None, help=(
         "flip: N source -> target; swap: also N target -> source (balanced) "
         "(default flip; swap with --model head)"))
@@ -110,6 +114,11 @@ def run_parser() -> Parser:
         "conv formulation: auto (chosen per backend), vmap or im2col"))
     e.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="compute dtype (parameters stay float32)")
+    e.add_argument("--devices", type=int, default=None, help=(
+        "local devices the replica axis is sharded over (default: all)"))
+    e.add_argument("--cluster", default=None, metavar="ray[://ADDRESS]", help=(
+        "run chunks as Ray tasks: 'ray' joins the cluster of $RAY_ADDRESS or "
+        "starts a local one, 'ray://HOST:PORT' a remote one; needs sweep[ray]"))
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help=(
         "results folder (default results/<source>-<target>-<strategy>-s<seeds>-"
@@ -171,6 +180,9 @@ def config_from(args: argparse.Namespace):
         image_size=args.image_size,
         test_size=args.test_size,
         pooling=args.pooling,
+        pairs=args.pairs,
+        devices=args.devices,
+        cluster=args.cluster,
     )
 
 

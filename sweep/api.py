@@ -50,6 +50,8 @@ def config_of(**options) -> Config:
         kwargs[field] = value
     if "counts" in kwargs:
         kwargs["counts"] = _counts(kwargs["counts"])
+    if kwargs.get("pairs") is not None:  # "cat:dog,dog:cat" or a list of them
+        kwargs["pairs"] = _counts(kwargs["pairs"])
     for name in ("data", "out"):
         if isinstance(kwargs.get(name), os.PathLike):
             kwargs[name] = os.fspath(kwargs[name])

@@ -33,8 +33,9 @@ def restore(engine: engine_lib.Engine, keys: engine_lib.ReplicaKeys, saved: dict
 
     from sweep import engine as engine_lib
 
-    treedef = jax.tree.structure(jax.eval_shape(engine.init, keys))
-    state = jax.tree.unflatten(treedef, [jax.device_put(a) for a in saved["leaves"]])
+    treedef = jax.tree.structure(jax.eval_shape(engine.init_state, keys.init))
+    state = engine.place(jax.tree.unflatten(treedef, list(saved["leaves"])),
+                         int(saved["padded"]))
     h = saved["history"]
     history = [engine_lib.EpochMetrics(**{k: h[k][e] for k in h})
                for e in range(len(h["test_loss"]))]

@@ -38,12 +38,16 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
     replica count they started with. `size_hint` is the chunk size an earlier
     run of this sweep chose, so a resumed sweep splits the rest as it would have.
     """
-    from sweep import engine as engine_lib
+    from sweep import pipeline as run_lib
+    from sweep import sharding
 
     c = p.config
     recipe = p.recipe()
     spec = p.model_spec()
-    if size_hint and not c.replicas_per_step:
+    # On a cluster every task holds one device; here the replica axis spans them.
+    devices = None if c.cluster else sharding.local_devices(c.devices)
+    n_dev = 1 if devices is None else len(devices)
+    if size_hint and not c.replicas_per_step and size_hint % n_dev == 0:
         size = size_hint  # already even over the whole sweep
     else:
         per_replica = None
@@ -51,20 +55,23 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
             per_replica = estimates.head_bytes(
                 recipe.eval_batch_size, int(np.prod(p.train_images.shape[1:]))
             )
-        size = c.replicas_per_step or estimates.auto_replicas_per_step(
+        size = c.replicas_per_step or n_dev * estimates.auto_replicas_per_step(
             recipe.batch_size, recipe.eval_batch_size, per_replica
         )
         # Even chunks: 21 replicas at 19 per step train as 11 + 10, not 19 + 2
-        # with the second padded to 19.
-        size = len(chunks(todo, size)[0])
+        # with the second padded to 19; then a whole number per device.
+        size = sharding.round_up(len(chunks(todo, size)[0]), n_dev)
     manifest["replicas_per_step"] = size
+    manifest["devices_used"] = n_dev  # the replica axis is sharded over these
     results.write_json(manifest, p.out / results.MANIFEST)
+    if c.cluster:
+        from sweep import cluster
+
+        cluster.train_chunks(p, todo, size, manifest, log=log, progress=progress)
+        return
     ticks = None if progress is None else StepTicks(progress, recipe.steps_per_epoch)
     t0 = time.time()
-    engine = engine_lib.Engine(
-        recipe, p.train_images, p.dataset.test_images, p.dataset.test_labels,
-        on_step=ticks, spec=spec,
-    )
+    engine = run_lib.build_engine(p, devices, on_step=ticks)
     timings = manifest["timings"]
     timings["data_to_device_s"] = round(time.time() - t0, 3)
 
@@ -77,7 +84,16 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
     in_saved = {i for state in saved for i in state["replicas"]}
     pending = [i for i in todo if i not in in_saved]
 
-    estimates.warn_if_slow(p, engine, len(todo), size, log=log)
+    import jax
+
+    if n_dev > 1 and jax.default_backend() != "cpu":
+        parallel, where = n_dev, f"{n_dev} {jax.default_backend()} devices"
+    elif n_dev > 1:  # virtual CPU devices share the host's cores
+        parallel, where = 1, f"{n_dev} CPU devices (sharing this host's cores)"
+    else:
+        parallel, where = 1, None
+    estimates.warn_if_slow(p, engine, len(todo), size, log=log, parallel=parallel,
+                           where=where)
     if progress is not None:
         progress.start(len(todo) * c.epochs, unit_images=recipe.n_train)
         for state in saved:
@@ -98,28 +114,21 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
         except Exception as e:  # out of device memory: retry with smaller chunks
             if not is_oom(e):
                 raise
-            if chunk_size == 1:
+            if chunk_size <= n_dev:
+                where = "step" if n_dev == 1 else "device"
                 raise SweepError(
-                    "out of device memory even with one replica per step; try a "
+                    f"out of device memory even with one replica per {where}; try a "
                     "smaller --batch-size or --train-size"
                 ) from None
             if resumed is not None:  # cannot continue at another size: start over
                 resumed["path"].unlink(missing_ok=True)
                 pending = sorted(set(pending) | set(chunk))
-            size = len(chunks(pending, max(1, chunk_size // 2))[0])
+            half = max(n_dev, sharding.round_up(chunk_size // 2, n_dev))
+            size = sharding.round_up(len(chunks(pending, half)[0]), n_dev)
             manifest["replicas_per_step"] = size
             log(f"out of device memory; retrying with {size} replicas per step")
             continue
-        seeds_counts = [p.grid.replica(i) for i in chunk]
-        metrics, confusion = results.chunk_frames(
-            replicas=chunk,
-            counts=[sc[1] for sc in seeds_counts],
-            seeds=[sc[0] for sc in seeds_counts],
-            paired=p.grid.paired,
-            class_names=p.dataset.class_names,
-            history=history,
-        )
-        results.write_chunk(p.out, chunk, metrics, confusion)
+        write_chunk_tables(p, chunk, history)
         chunk_times.append(
             {"replicas": len(chunk), "padded_to": chunk_size,
              "seconds": round(time.time() - t_chunk, 3),
@@ -130,6 +139,26 @@ def train_chunks(p: Prepared, todo: list[int], manifest: dict, *, log, progress,
         pending = [i for i in pending if i not in chunk]
     if progress is not None:
         progress.close()
+
+
+def write_chunk_tables(p: Prepared, chunk: list[int], history) -> None:
+    """One finished chunk's metrics and confusion, written atomically.
+
+    Only a matrix's tables carry source/target columns: a one-pair sweep's stay
+    as they always were (its pair is in the manifest)."""
+    seeds_counts = [p.grid.replica(i) for i in chunk]
+    pairs = [p.replica_pair(i) for i in chunk] if p.is_matrix else None
+    metrics, confusion = results.chunk_frames(
+        replicas=chunk,
+        counts=[sc[1] for sc in seeds_counts],
+        seeds=[sc[0] for sc in seeds_counts],
+        paired=p.grid.paired,
+        class_names=p.dataset.class_names,
+        history=history,
+        sources=None if pairs is None else [st[0] for st in pairs],
+        targets=None if pairs is None else [st[1] for st in pairs],
+    )
+    results.write_chunk(p.out, chunk, metrics, confusion)
 
 
 def train_chunk(p: Prepared, engine, chunk: list[int], size: int, *,

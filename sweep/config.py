@@ -36,6 +36,9 @@ class Config:
     selection: str = "random"  # random: seeded draw; first: dataset order
     poison_seed: int = 0  # the random draw, shared by every training seed...
     poison_per_seed: bool = False  # ...unless redrawn per training seed
+    # The attack matrix: "src:tgt" pairs, or ("all",) for every ordered pair; None
+    # is the one pair source -> target. See sweep.matrix.
+    pairs: tuple[str, ...] | None = None
 
     # Grid and pairing.
     seeds: int = 8  # training seeds: seed_start .. seed_start + seeds - 1
@@ -75,6 +78,10 @@ class Config:
     pooling: str | None = None  # head: None flattens the backbone's output;
     #   "avg"/"max" pool it over space (Keras applications' `pooling`)
 
+    # Scale-out (does not change the numbers; see sweep.sharding, sweep.cluster).
+    devices: int | None = None  # local devices the replica axis spans; None: all
+    cluster: str | None = None  # "ray" or "ray://ADDRESS": chunks as Ray tasks
+
     def __post_init__(self) -> None:
         validate(self)
 
@@ -104,11 +111,11 @@ MODEL_DEFAULTS = {"model": "cnn", "backbone": None, "weights": None, "classes": 
 
 # Fields that change how a sweep runs but not what it computes.
 RUNTIME_FIELDS = (
-    "replicas_per_step", "eval_batch_size", "out", "report", "threshold", "mlflow"
+    "replicas_per_step", "eval_batch_size", "out", "report", "threshold", "mlflow",
+    "devices", "cluster",
 )
-
 # Fields added after sweeps were recorded, None meaning "as before they existed".
-LATER_FIELDS = ("optimizer",)
+LATER_FIELDS = ("optimizer", "pairs")
 
 
 def validate(c: Config) -> None:
@@ -148,8 +155,21 @@ def validate(c: Config) -> None:
         raise SweepError(f"--selection must be one of {', '.join(SELECTIONS)}")
     if c.compute_dtype not in COMPUTE_DTYPES:
         raise SweepError(f"--dtype must be one of {', '.join(COMPUTE_DTYPES)}")
-    if str(c.source).strip().lower() == str(c.target).strip().lower():
+    same = str(c.source).strip().lower() == str(c.target).strip().lower()
+    if c.pairs is None and same:
         raise SweepError(f"--source and --target are both {c.source!r}")
+    if c.pairs is not None:
+        from sweep.matrix import parse_pairs
+
+        named = parse_pairs(c.pairs)
+        if c.mlflow is not None and (named == "all" or len(named) > 1):
+            raise SweepError("--mlflow logs one-pair sweeps only; drop it for --pairs")
+    if c.devices is not None and c.devices < 1:
+        raise SweepError(f"--devices must be at least 1, got {c.devices}")
+    if c.cluster is not None:
+        from sweep.cluster import parse_cluster
+
+        parse_cluster(c.cluster)
     parse_counts(c.counts)
     if c.optimizer is not None:
         from sweep import optim  # imports optax: only when there is a spec

@@ -17,6 +17,11 @@ def print_summary(out: Path) -> None:
     """The cat and dog (source and target) deltas per count, and where files are."""
     manifest = json.loads((out / "manifest.json").read_text())
     summary = pd.read_parquet(out / "summary.parquet")
+    if "pairs" in manifest:
+        from sweep.report.attack_matrix import print_matrix_summary
+
+        print_matrix_summary(out, manifest, summary)
+        return
     names = manifest["class_names"]
     src, tgt = names[manifest["source_id"]], names[manifest["target_id"]]
     level = (

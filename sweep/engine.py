@@ -427,6 +427,7 @@ class Engine:
         *,
         on_step: Callable[[int], None] | None = None,
         spec: ModelSpec = SIMPLE_CNN,
+        devices=None,
     ):
         """`on_step(steps_done_in_epoch)`, if given, observes training progress.
 
@@ -434,9 +435,17 @@ class Engine:
         (always, so the compiled epoch is the same with or without an observer).
         `spec` is what a replica is: SimpleCNN on uint8 images by default, or
         e.g. `sweep.head.spec(d)`, a head on float features held as "images".
+        `devices`: shard the replica axis over these (see `sweep.sharding`); None
+        or one device is the plain single-device engine.
         """
         self.recipe = recipe
         self.spec = spec
+        self.sharding = None
+        if devices is not None and len(devices) > 1:
+            from sweep.sharding import ReplicaSharding
+
+            self.sharding = ReplicaSharding(devices)
+        put = jax.device_put if self.sharding is None else self.sharding.put_shared
 
         def tick(steps_done) -> None:
             if on_step is not None:
@@ -447,14 +456,21 @@ class Engine:
         )
         self.init_state = jax.jit(lambda keys: init_state(recipe, keys, spec))
         self.evaluate = make_evaluate(recipe, spec)
-        self.train_images = jax.device_put(train_images)  # uint8 (or features), once
+        self.train_images = put(train_images)  # uint8 (or features), once per device
         test_x, test_y = pad_eval_set(test_images, test_labels, recipe.eval_batch_size)
-        self.test_images = jax.device_put(test_x)
-        self.test_labels = jax.device_put(test_y)
+        self.test_images = put(test_x)
+        self.test_labels = put(test_y)
         self.n_test = len(test_labels)
 
     def init(self, keys: ReplicaKeys) -> TrainState:
-        return self.init_state(keys.init)
+        return self.place(self.init_state(keys.init), len(keys.init))
+
+    def place(self, tree, r: int):
+        """Per-replica arrays onto the device(s): sharded over the replica axis
+        when the engine spans several devices, else as `jax.device_put`."""
+        if self.sharding is None:
+            return jax.device_put(tree)
+        return self.sharding.put_replicas(tree, r)
 
     def run_epoch(
         self, state: TrainState, labels: jax.Array, keys: ReplicaKeys, epoch: int
@@ -492,7 +508,9 @@ class Engine:
         order and dropout depend only on the keys, the epoch and the step count
         in the state, so a continued run computes exactly what an unbroken one does.
         """
-        labels = jax.device_put(jnp.asarray(labels, jnp.int32))
+        r = len(labels)
+        labels = self.place(jnp.asarray(labels, jnp.int32), r)
+        keys = keys if self.sharding is None else self.place(keys, r)
         state, history = start if start is not None else (self.init(keys), [])
         history = list(history)
         for epoch in range(len(history), epochs):

@@ -66,13 +66,16 @@ def _host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def warn_if_slow(p: Prepared, engine, n_replicas: int, size: int, *, log) -> None:
+def warn_if_slow(p: Prepared, engine, n_replicas: int, size: int, *, log,
+                 parallel: int = 1, where: str | None = None) -> None:
     """Warn before training when the sweep will take hours here, with an estimate.
 
     A cheap bound first (the FLOPs at an optimistic rate for the backend); only
     when that bound is near an hour is a real single-replica step timed, which
     costs a small compile. Batching makes R replicas cost at most about R single
-    steps, so on accelerators the estimate is an upper bound.
+    steps, so on accelerators the estimate is an upper bound. `parallel` devices
+    or workers (`where` names them) each take an even share of the replicas,
+    each assumed as fast as the device timed here.
     """
     import jax
 
@@ -81,19 +84,20 @@ def warn_if_slow(p: Prepared, engine, n_replicas: int, size: int, *, log) -> Non
     c = p.config
     if c.model == "head":  # the FLOP model below is SimpleCNN's
         return
-    images = n_replicas * len(p.train_labels) * c.epochs
+    images = n_replicas * len(p.train_labels) * c.epochs / parallel
     optimistic = {"cpu": 1e11 * (os.cpu_count() or 1)}.get(jax.default_backend(), 4e14)
     if images * TRAIN_FLOPS_PER_IMAGE / optimistic < 1800:
         return
     seconds_per_step = engine_lib.time_single_step(engine.recipe, engine.train_images)
     steps = engine.recipe.steps_per_epoch * c.epochs
-    estimate = seconds_per_step * steps * n_replicas
+    estimate = seconds_per_step * steps * -(-n_replicas // parallel)
     if estimate > 3600:
         bound = "" if jax.default_backend() == "cpu" else "at most "
+        here = where or f"this {jax.default_backend()} device"
         log(
             f"warning: this sweep ({n_replicas} replicas x {c.epochs} epochs x "
             f"{len(p.train_labels):,} images) will take {bound}about "
-            f"{estimate / 3600:.1f} hours on this {jax.default_backend()} device "
+            f"{estimate / 3600:.1f} hours on {here} "
             f"({seconds_per_step * 1e3:.0f} ms per single-replica step); "
             "try --train-size, fewer --seeds/--counts, or a GPU"
         )

@@ -25,23 +25,50 @@ from sweep.provenance import build_manifest, check_resumable
 
 @dataclass(frozen=True)
 class Grid:
-    """The replicas of a sweep, seed-major: replica i is (seeds[i], counts[i])."""
+    """The replicas of a sweep, seed-major.
+
+    Per seed: the clean replica (count 0), then for each pair its positive
+    counts. With one pair, replica i is (seeds[i], counts[i]) laid out as
+    before pairs existed: seed-major, counts ascending.
+    """
 
     counts: tuple[int, ...]  # distinct resolved counts, 0 first
     seeds: tuple[int, ...]  # training seeds
     paired: bool
+    n_pairs: int = 1  # source -> target pairs sharing each seed's clean replica
+
+    @property
+    def per_seed(self) -> int:
+        return 1 + self.n_pairs * (len(self.counts) - 1)
 
     @property
     def size(self) -> int:
-        return len(self.counts) * len(self.seeds)
+        return self.per_seed * len(self.seeds)
+
+    def cell(self, i: int) -> tuple[int, int, int]:
+        """(seed, pair index or -1 for the shared clean replica, count) of replica i."""
+        seed = self.seeds[i // self.per_seed]
+        j = i % self.per_seed
+        if j == 0:
+            return seed, -1, 0
+        positive = len(self.counts) - 1
+        return seed, (j - 1) // positive, self.counts[1 + (j - 1) % positive]
 
     def replica(self, i: int) -> tuple[int, int]:
         """(seed, count) of replica i."""
-        return self.seeds[i // len(self.counts)], self.counts[i % len(self.counts)]
+        seed, _, count = self.cell(i)
+        return seed, count
 
     def stream(self, i: int) -> int:
         """Key stream: shared by a seed's twins when paired, distinct otherwise."""
-        return 0 if self.paired else 1 + self.replica(i)[1]
+        if self.paired:
+            return 0
+        _, pair, count = self.cell(i)
+        return 1 + count + max(pair, 0) * UNPAIRED_PAIR_STRIDE
+
+
+# Unpaired key streams of pair p start at p * this (counts stay far below it).
+UNPAIRED_PAIR_STRIDE = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,10 @@ class Prepared:
     flipped: dict  # same keys -> flipped indices into the (subset) training set
     out: Path
     transfer: dict = field(default_factory=dict)  # head: backbone and features info
+    # Every (source, target) pair; labels/flipped above are the first pair's.
+    pairs: tuple[tuple[int, int], ...] = ()
+    pair_labels: dict | None = None  # (source, target, count, poison seed) -> (N,)
+    pair_flipped: dict | None = None  # same keys -> flipped indices
 
     def poison_key(self, seed: int, count: int) -> tuple[int, int]:
         return (count, seed if self.config.poison_per_seed else -1)
@@ -81,8 +112,21 @@ class Prepared:
         return head.spec(int(np.prod(self.train_images.shape[1:])))
 
     def replica_labels(self, replica: int) -> np.ndarray:
-        seed, count = self.grid.replica(replica)
-        return self.labels[self.poison_key(seed, count)]
+        seed, pair, count = self.grid.cell(replica)
+        if pair <= 0:  # the clean replica, or the first pair: as before pairs
+            return self.labels[self.poison_key(seed, count)]
+        return self.pair_labels[(*self.pairs[pair], *self.poison_key(seed, count))]
+
+    def replica_pair(self, replica: int) -> tuple[int, int]:
+        """(source, target) of a poisoned replica; (-1, -1) for a clean one."""
+        from sweep.matrix import CLEAN
+
+        _, pair, _ = self.grid.cell(replica)
+        return (CLEAN, CLEAN) if pair < 0 else self.pairs[pair]
+
+    @property
+    def is_matrix(self) -> bool:
+        return len(self.pairs) > 1
 
 
 def prepare(config: Config) -> Prepared:
@@ -102,36 +146,71 @@ def prepare(config: Config) -> Prepared:
             ds.train_labels, config.train_size, seed=config.subset_seed
         )
     images, labels = ds.train_images[rows], ds.train_labels[rows].astype(np.int32)
-    source = resolve(config.source, ds.class_names)
-    target = resolve(config.target, ds.class_names)
-    if source == target:
-        raise SweepError(f"--source and --target are both {ds.class_names[source]!r}")
-    check_measurable(ds, source, target)
-    available = poison.flippable(labels, source=source, target=target,
-                                 strategy=config.strategy)
-    counts = poison.resolve_counts(config.counts, available=available)
-    seeds = tuple(range(config.seed_start, config.seed_start + config.seeds))
-    grid = Grid(counts=counts, seeds=seeds, paired=config.paired)
+    from sweep import matrix
 
-    poisoned, flipped = {}, {}
-    poison_seeds = seeds if config.poison_per_seed else (-1,)
-    for ps in poison_seeds:
-        for count in counts:
-            rng = poison.poison_rng(config.poison_seed, None if ps == -1 else ps)
-            new, idx = poison.poison_labels(
-                labels, source=source, target=target, count=count,
-                strategy=config.strategy, selection=config.selection, rng=rng,
+    if config.pairs is None:
+        source = resolve(config.source, ds.class_names)
+        target = resolve(config.target, ds.class_names)
+        if source == target:
+            raise SweepError(
+                f"--source and --target are both {ds.class_names[source]!r}")
+        pairs = ((source, target),)
+    elif view is not None:
+        raise SweepError("--pairs is for CNN sweeps; a head sweep has one pair "
+                         "(--source/--target)")
+    else:
+        pairs = matrix.resolve_pairs(config.pairs, config.source, config.target,
+                                     ds.class_names)
+    counts = None
+    for source, target in pairs:
+        available = poison.flippable(labels, source=source, target=target,
+                                     strategy=config.strategy)
+        resolved = poison.resolve_counts(config.counts, available=available)
+        if counts is not None and resolved != counts:
+            raise SweepError(
+                f"--counts {','.join(config.counts)} resolve to different flip "
+                f"numbers for different pairs ({counts} vs {resolved}); give "
+                "absolute counts with --pairs"
             )
-            poisoned[(count, ps)], flipped[(count, ps)] = new.astype(np.int32), idx
-    out = Path(config.out) if config.out else default_out(config, ds.class_names,
-                                                           source, target)
+        counts = resolved
+    for source, target in pairs:
+        check_measurable(ds, source, target)
+    seeds = tuple(range(config.seed_start, config.seed_start + config.seeds))
+    grid = Grid(counts=counts, seeds=seeds, paired=config.paired, n_pairs=len(pairs))
+
+    pair_labels, pair_flipped = {}, {}
+    poison_seeds = seeds if config.poison_per_seed else (-1,)
+    for source, target in pairs:
+        for ps in poison_seeds:
+            for count in counts:
+                # Every pair draws from the same generator as a one-pair sweep of
+                # it would, so a matrix's pair equals that sweep's poisoned sets.
+                rng = poison.poison_rng(config.poison_seed, None if ps == -1 else ps)
+                new, idx = poison.poison_labels(
+                    labels, source=source, target=target, count=count,
+                    strategy=config.strategy, selection=config.selection, rng=rng,
+                )
+                key = (source, target, count, ps)
+                pair_labels[key], pair_flipped[key] = new.astype(np.int32), idx
+    first = pairs[0]
+    poisoned = {k[2:]: v for k, v in pair_labels.items() if k[:2] == first}
+    flipped = {k[2:]: v for k, v in pair_flipped.items() if k[:2] == first}
+    source, target = first
+    if config.out:
+        out = Path(config.out)
+    elif len(pairs) > 1:
+        out = Path("results") / (f"matrix{len(pairs)}-{config.strategy}-s{config.seeds}"
+                                 f"-{config.fingerprint()}")
+    else:
+        out = default_out(config, ds.class_names, source, target)
     info = {}
     if view is not None:
         feats = transfer.features(config, view, images)
         images, info = feats.train, feats.info
         ds = transfer.with_features(ds, feats.test)
     return Prepared(config, ds, images, labels, rows, source, target, grid,
-                    poisoned, flipped, out, info)
+                    poisoned, flipped, out, transfer=info, pairs=pairs,
+                    pair_labels=pair_labels, pair_flipped=pair_flipped)
 
 
 def check_measurable(ds: data_lib.Dataset, source: int, target: int) -> None:
@@ -239,10 +318,7 @@ def train_and_write(p: Prepared, manifest: dict, *, t_start: float, log: Reporte
     manifest.setdefault("started", None)
     manifest["started"] = manifest["started"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results.write_json(manifest, manifest_path)
-    results.write_parquet(
-        results.poisoned_frame(p.flipped, p.train_labels, p.labels),
-        p.out / "poisoned.parquet",
-    )
+    results.write_parquet(poisoned_table(p), p.out / "poisoned.parquet")
 
     done = results.done_replicas(p.out)
     todo = [i for i in range(p.grid.size) if i not in done]
@@ -267,15 +343,45 @@ def train_and_write(p: Prepared, manifest: dict, *, t_start: float, log: Reporte
         log(f"mlflow: {tracking.log_sweep(p.out, config.mlflow)}")
 
 
+def poisoned_table(p: Prepared):
+    """poisoned.parquet: as before for one pair; with source/target per pair."""
+    import pandas as pd
+
+    if not p.is_matrix:
+        return results.poisoned_frame(p.flipped, p.train_labels, p.labels)
+    frames = []
+    for source, target in p.pairs:
+        keys = [k for k in p.pair_flipped if k[:2] == (source, target)]
+        part = results.poisoned_frame(
+            {k[2:]: p.pair_flipped[k] for k in keys}, p.train_labels,
+            {k[2:]: p.pair_labels[k] for k in keys},
+        )
+        part.insert(0, "target", np.full(len(part), target, np.int16))
+        part.insert(0, "source", np.full(len(part), source, np.int16))
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
+def build_engine(p: Prepared, devices=None, on_step=None):
+    """The compiled engine with this sweep's data on `devices` (None: default)."""
+    from sweep import engine as engine_lib
+
+    return engine_lib.Engine(
+        p.recipe(), p.train_images, p.dataset.test_images, p.dataset.test_labels,
+        on_step=on_step, spec=p.model_spec(), devices=devices,
+    )
+
+
 def finalize(out: Path, manifest: dict) -> None:
     """Join the chunks into the tidy tables and the summary; mark complete."""
-    from sweep import stats
+    from sweep import matrix, stats
 
     metrics = results.read_chunks(out, "metrics")
     confusion = results.read_chunks(out, "confusion")
     results.write_parquet(metrics, out / "metrics.parquet")
     results.write_parquet(confusion, out / "confusion.parquet")
-    summary = stats.summarize(metrics, classes=stats.classes_of(manifest))
+    summary = matrix.summarize_pairs(metrics, summarize=stats.summarize,
+                                     classes=stats.classes_of(manifest))
     results.write_parquet(summary, out / "summary.parquet")
     manifest["status"] = "complete"
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

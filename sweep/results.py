@@ -236,12 +236,16 @@ def chunk_frames(
     paired: bool,
     class_names: Sequence[str],
     history: Sequence,
+    sources: Sequence[int] | None = None,
+    targets: Sequence[int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tidy metrics and confusion tables for one chunk's epochs.
 
     Args:
       replicas, counts, seeds: per replica of the chunk (R,).
       history: one `engine.EpochMetrics` per epoch, arrays over the same R.
+      sources, targets: class ids of each replica's poisoned pair (R,), -1 for
+        a clean replica (see `sweep.matrix`); None leaves the columns out.
     """
     r = len(replicas)
     k = len(class_names)
@@ -300,6 +304,11 @@ def chunk_frames(
         {"replica": "int32", "count": "int32", "seed": "int32", "epoch": "int16",
          "true_id": "int16", "pred_id": "int16", "n": "int32"}
     )
+    if sources is not None:  # rows are epoch-major, then replica, then class(es)
+        for name, ids in (("source", sources), ("target", targets)):
+            ids = np.asarray(ids, np.int16)
+            metrics[name] = np.tile(np.repeat(ids, k), len(history))
+            confusion[name] = np.tile(np.repeat(ids, k * k), len(history))
     return metrics, confusion
 
 

@@ -49,6 +49,9 @@ def verify(results_dir: str | os.PathLike, data: str | None = None) -> int:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
         raise SweepError(f"{out / results.MANIFEST} is not a sweep manifest "
                          "(it has no configuration)")
+    if "pairs" in manifest:
+        raise SweepError(f"{out} is an attack matrix; verify checks one-pair sweeps "
+                         "only so far")
     recorded, ignored = recorded_config(manifest["config"], out)
     spec = data if data is not None else default_data(
         recorded.data, manifest)

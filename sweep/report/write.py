@@ -50,6 +50,10 @@ def write_report(
     Returns:
       The path of report.html.
     """
+    from sweep.report import attack_matrix
+
+    if attack_matrix.is_matrix_folder(results_dir):  # many pairs: their own report
+        return attack_matrix.write_matrix_report(results_dir, level=level)
     a = analyse(results_dir, level=level, threshold=threshold)
     results, summary, facts = a.results, a.summary, a.facts
     out = results.path
@@ -108,6 +112,11 @@ def analyse(results_dir: str | os.PathLike, *, level: float = 0.95,
         raise SweepError(f"--level must be between 0 and 1 (e.g. 0.95), got {level}")
     if threshold is not None and not 0 <= threshold <= 100:
         raise SweepError(f"--threshold is a percent (0-100), got {threshold}")
+    from sweep.report import attack_matrix
+
+    if attack_matrix.is_matrix_folder(results_dir):
+        raise SweepError(f"{results_dir} is an attack matrix: its report is per pair "
+                         "(python -m sweep report writes it)")
     results = stats.load_results(results_dir)
     rng = np.random.default_rng(REPORT_SEED)
     summary = stats.summarize(
