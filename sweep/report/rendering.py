@@ -111,6 +111,13 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "-" if not np.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _fmt_p(p: float) -> str:
+    """A p-value: fixed point, or two significant digits once that would read 0."""
+    if not np.isfinite(p):
+        return "-"
+    return f"{p:.2g}" if 0 < p < 1e-3 else f"{p:.4f}"
+
+
 def _interval(low: float, high: float) -> str:
     if not (np.isfinite(low) and np.isfinite(high)):
         return "-"
@@ -130,14 +137,14 @@ def key_table(summary: pd.DataFrame, class_ids: Sequence[int]) -> pd.DataFrame:
             "t interval": [
                 _interval(a, b) for a, b in zip(rows["ci_low"], rows["ci_high"])
             ],
-            "p (t)": [_fmt(p, 4) for p in rows["p_value"]],
-            "p adjusted": [_fmt(p, 4) for p in rows["p_adjusted"]],
+            "p (t)": [_fmt_p(p) for p in rows["p_value"]],
+            "p adjusted": [_fmt_p(p) for p in rows["p_adjusted"]],
             "declared": [
                 "yes" if s else ("-" if not np.isfinite(p) else "no")
                 for s, p in zip(rows["significant"], rows["p_adjusted"])
             ],
             "family": rows["family"],
-            "p sign-flip": [_fmt(p, 4) for p in rows["p_signflip"]],
+            "p sign-flip": [_fmt_p(p) for p in rows["p_signflip"]],
             "twin r": [_fmt(r) for r in rows["twin_corr"]],
             "MDE": [_fmt(m) for m in rows["mde"]],
         }
@@ -148,7 +155,8 @@ def text_blocks(facts: Facts, summary: pd.DataFrame) -> list[Block]:
     """The report's words, before the figures."""
     f = facts
     blocks = [
-        Block("h1", f"Label-flip poisoning: {f.source} -> {f.target} ({f.title})")
+        Block("h1", f"Label-{f.strategy} poisoning: {f.source} -> {f.target} "
+                    f"({f.title})")
     ]
     if f.seeds_note:
         blocks.append(
@@ -268,9 +276,11 @@ def text_blocks(facts: Facts, summary: pd.DataFrame) -> list[Block]:
     if f.paired and np.isfinite(p_flip):
         answers.append(
             f"Robustness: the exact sign-flip test (no normality assumed) gives "
-            f"p = {p_flip:.4f} for {f.source} at count {f.counts[-1]}; with these "
-            f"seeds it cannot go below {floor:.4f}, which is why it is a check "
-            "here and not the decision test."
+            f"p = {_fmt_p(p_flip)} for {f.source} at count {f.counts[-1]}; with "
+            f"these seeds it cannot go below {_fmt_p(floor)}"
+            + (", which is why it is a check here and not the decision test."
+               if floor > ALPHA / 2 else
+               "; it is kept as a check beside the paired t test.")
         )
     blocks.append(Block("ul", items=tuple(answers)))
     return blocks
