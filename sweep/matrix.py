@@ -10,8 +10,10 @@ Tables: a matrix's metrics and confusion rows carry `source` and `target` class
 ids; the shared clean replicas have source = target = -1 (CLEAN). (A one-pair
 sweep's tables keep their old columns; its pair is in the manifest.) The summary
 is computed per pair, by `sweep.stats.summarize` on that pair's replicas plus the
-shared clean ones, and gains `source` and `target` columns. Multiple-comparison
-adjustments (p_holm, p_bh) are therefore within each pair, not across the matrix.
+shared clean ones, and gains `source` and `target` columns. Each pair's source
+and target are its confirmatory classes, so the decision rule (`p_adjusted`,
+`significant`) controls the familywise error within each pair, not across the
+matrix.
 """
 
 from __future__ import annotations
