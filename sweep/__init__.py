@@ -8,6 +8,14 @@
 """
 
 from sweep.api import Results, load, run
-from sweep.stats import dose_response, summarize, threshold_count
+from sweep.stats import dose_response, summarize, threshold_count, threshold_set
 
-__all__ = ["Results", "dose_response", "load", "run", "summarize", "threshold_count"]
+__all__ = [
+    "Results",
+    "dose_response",
+    "load",
+    "run",
+    "summarize",
+    "threshold_count",
+    "threshold_set",
+]

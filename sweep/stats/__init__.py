@@ -10,7 +10,7 @@ Modules, by concept:
   design        the metrics table checked and laid out as arrays
   intervals     t / Welch intervals and tests, sign-flip and permutation tests
   multiplicity  the confirmatory fixed-sequence rule, Holm, Benjamini-Hochberg
-  dose          dose-response band and the threshold (test-inversion) interval
+  dose          dose-response band and the threshold (test-inversion) set
   power         power, minimum detectable effect, `plan`
   summary       the summary table (`summarize`)
   simulate      coverage and power simulations (python -m sweep.stats.simulate)
@@ -35,6 +35,7 @@ from sweep.stats.dose import (
     pointwise_band,
     threshold_count,
     threshold_interval_unpaired,
+    threshold_set,
 )
 from sweep.stats.intervals import (
     DEFAULT_N_RESAMPLES,
@@ -136,6 +137,7 @@ __all__ = [
     "t_test",
     "threshold_count",
     "threshold_interval_unpaired",
+    "threshold_set",
     "unpaired_seeds_equivalent",
     "welch_interval",
     "welch_test",

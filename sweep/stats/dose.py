@@ -294,9 +294,47 @@ def threshold_interval_from_moments(
     below_at_clean = mean[..., 0] - end_q[0] * end_se[0] <= threshold
     above_at_top = mean[..., -1] + end_q[1] * end_se[1] >= threshold
     low_c = np.where(below_at_clean, 0.0, low_c)
+    high_c = np.where(below_at_clean, np.maximum(high_c, 0.0), high_c)
     high_c = np.where(above_at_top, np.inf, high_c)
     point = first_crossing(counts, mean, threshold)
     return point, low_c, high_c
+
+
+def _welch_grid(
+    counts: np.ndarray,
+    mean: np.ndarray,
+    se2: np.ndarray,
+    n: np.ndarray,
+    threshold: float,
+    level: float,
+    grid: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Welch's test of m(c) = X on a grid of each segment (unpaired sweeps).
+
+    Returns:
+      position (J, G): the grid's counts; kept (..., J, G): not rejected;
+      edge (..., J, G - 1): where the test's boundary lies between neighbouring
+      grid points, by linear interpolation of the rejection margin.
+    """
+    w = np.linspace(0.0, 1.0, grid)  # (G,)
+    a, b = mean[..., :-1, None], mean[..., 1:, None]  # (..., J, 1)
+    va, vb = se2[..., :-1, None], se2[..., 1:, None]
+    na, nb = n[:-1, None], n[1:, None]
+    var = (1 - w) ** 2 * va + w**2 * vb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = var**2 / ((1 - w) ** 4 * va**2 / (na - 1) + w**4 * vb**2 / (nb - 1))
+    df = np.where(np.isfinite(df) & (df > 0), df, np.minimum(na, nb) - 1)
+    q = stats.t.ppf(0.5 + level / 2, df)
+    gap = ((1 - w) * a + w * b - threshold) ** 2 - q**2 * var  # <= 0: kept
+    kept = gap <= 0
+    width = np.diff(counts)[:, None]
+    position = counts[:-1, None] + w * width  # (J, G)
+    # Refine each edge between a kept and a rejected grid point linearly.
+    step = gap[..., 1:] - gap[..., :-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.clip(-gap[..., :-1] / step, 0, 1)
+    edge = position[:, :-1] + frac * (position[:, 1:] - position[:, :-1])
+    return position, kept, edge
 
 
 def threshold_interval_unpaired(
@@ -329,24 +367,7 @@ def threshold_interval_unpaired(
     """
     counts = np.asarray(counts, dtype=float)
     n = np.asarray(n, dtype=float)
-    w = np.linspace(0.0, 1.0, grid)  # (G,)
-    a, b = mean[..., :-1, None], mean[..., 1:, None]  # (..., J, 1)
-    va, vb = se2[..., :-1, None], se2[..., 1:, None]
-    na, nb = n[:-1, None], n[1:, None]
-    var = (1 - w) ** 2 * va + w**2 * vb
-    with np.errstate(invalid="ignore", divide="ignore"):
-        df = var**2 / ((1 - w) ** 4 * va**2 / (na - 1) + w**4 * vb**2 / (nb - 1))
-    df = np.where(np.isfinite(df) & (df > 0), df, np.minimum(na, nb) - 1)
-    q = stats.t.ppf(0.5 + level / 2, df)
-    gap = ((1 - w) * a + w * b - threshold) ** 2 - q**2 * var  # <= 0: kept
-    kept = gap <= 0
-    width = np.diff(counts)[:, None]
-    position = counts[:-1, None] + w * width  # (J, G)
-    # Refine each edge between a kept and a rejected grid point linearly.
-    step = gap[..., 1:] - gap[..., :-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.clip(-gap[..., :-1] / step, 0, 1)
-    edge = position[:, :-1] + frac * (position[:, 1:] - position[:, :-1])
+    position, kept, edge = _welch_grid(counts, mean, se2, n, threshold, level, grid)
     change = kept[..., 1:] != kept[..., :-1]
     flat = kept.reshape(*kept.shape[:-2], -1)
     pos = np.broadcast_to(position, kept.shape).reshape(flat.shape)
@@ -369,6 +390,7 @@ def threshold_interval_unpaired(
     below_at_clean = mean[..., 0] - end_q[0] * np.sqrt(se2[..., 0]) <= threshold
     above_at_top = mean[..., -1] + end_q[1] * np.sqrt(se2[..., -1]) >= threshold
     low = np.where(below_at_clean, 0.0, low)
+    high = np.where(below_at_clean, np.maximum(high, 0.0), high)
     high = np.where(above_at_top, np.inf, high)
     return first_crossing(counts, mean, threshold), low, high
 
@@ -442,6 +464,156 @@ def _table(design, k: int) -> np.ndarray:
     return table
 
 
+Pieces = tuple[tuple[float, float], ...]
+
+
+def _quadratic_pieces(c2: float, c1: float, c0: float) -> list[tuple[float, float]]:
+    """The w in [0, 1] where c2 w^2 + c1 w + c0 <= 0, as closed pieces.
+
+    Scalar twin of `_accepted_hull`'s inequality: roots are always kept (they
+    bound a kept region), so the pieces' hull is `_accepted_hull`'s.
+    """
+
+    def kept(w: float) -> bool:
+        return c2 * w * w + c1 * w + c0 <= 1e-12 * (1 + abs(c0))
+
+    if not all(map(math.isfinite, (c2, c1, c0))):
+        return []
+    roots = []
+    if abs(c2) > 1e-12 * (abs(c1) + abs(c0) + 1e-300):
+        disc = c1 * c1 - 4 * c2 * c0
+        if disc >= 0:
+            roots = [
+                (-c1 - math.sqrt(disc)) / (2 * c2),
+                (-c1 + math.sqrt(disc)) / (2 * c2),
+            ]
+    elif c1 != 0:
+        roots = [-c0 / c1]
+    roots = [r for r in roots if 0 <= r <= 1]
+    breaks = sorted({0.0, 1.0, *roots})
+    pieces = [(lo, hi) for lo, hi in zip(breaks, breaks[1:]) if kept(0.5 * (lo + hi))]
+    pieces += [(b, b) for b in breaks if (b in roots or kept(b))]
+    return _merge(pieces)
+
+
+def _merge(pieces: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sorted union of closed pieces, touching ones joined."""
+    out: list[tuple[float, float]] = []
+    for lo, hi in sorted(pieces):
+        if out and lo <= out[-1][1] + 1e-9 * (1 + abs(out[-1][1])):
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _welch_pieces(position: np.ndarray, kept: np.ndarray, edge: np.ndarray) -> list:
+    """Pieces of one unpaired sweep's kept grid (J, G), edges interpolated."""
+    pieces = []
+    g = kept.shape[1]
+    for j in range(kept.shape[0]):
+        i = 0
+        while i < g:
+            if not kept[j, i]:
+                i += 1
+                continue
+            k = i
+            while k + 1 < g and kept[j, k + 1]:
+                k += 1
+            lo = position[j, 0] if i == 0 else edge[j, i - 1]
+            hi = position[j, -1] if k == g - 1 else edge[j, k]
+            pieces.append((float(lo), float(hi)))
+            i = k + 1
+    return pieces
+
+
+def threshold_set(
+    metrics: pd.DataFrame,
+    *,
+    class_id: int,
+    threshold: float,
+    level: float = 0.95,
+    epoch: int | None = None,
+) -> tuple[float, Pieces]:
+    """How many labels must be flipped before a class's accuracy falls below X%,
+    with the exact test-inversion confidence set.
+
+    Point: where the mean accuracy, linear between tested counts, first falls
+    below `threshold`. Set: the counts where the level t test of "mean
+    accuracy = threshold" (seeds' values interpolated the same way) does not
+    reject, plus 0 when the clean accuracy is not significantly above the
+    threshold and "beyond the largest count" when the accuracy there is not
+    significantly below it. The set covers the true crossing with probability
+    `level` (simulated: 0.94-0.96 paired at 3-16 seeds, docs/statistics.md);
+    it is usually one interval, but where the curve is flat against the seed
+    noise the test can keep counts on both sides of a rejected stretch, and
+    then it is several pieces. Its hull (`threshold_count`) is conservative.
+
+    Args:
+      metrics: the sweep's metrics table.
+      class_id: the class (usually the source class).
+      threshold: accuracy in percent.
+      level: confidence level.
+      epoch: the epoch analysed; None for the last.
+
+    Returns:
+      (count, pieces): pieces are ascending, disjoint (low, high) counts; inf
+      means beyond the largest count tried, (inf, inf) "only beyond it"; 0
+      means below the threshold already when clean; ((nan, nan),) with fewer
+      than 2 seeds at some count; count NaN too without clean replicas or any
+      usable poisoned count.
+    """
+    check_level(level)
+    design = design_of(metrics, epoch=epoch)
+    table = _table(design, class_index(design, class_id))
+    n_all = np.isfinite(table).sum(axis=0)
+    ok = n_all > 0  # counts whose replicas all diverged drop out of the curve
+    none = ((math.nan, math.nan),)
+    if not ok[0] or ok.sum() < 2:
+        return math.nan, none
+    table, counts = table[:, ok], design.counts[ok].astype(float)
+    mean, var, n = _masked_moments(table)
+    point = float(first_crossing(counts, mean, threshold))
+    if n.min() < 2:
+        return point, none
+    if not design.paired:
+        position, kept, edge = _welch_grid(
+            counts, mean, var / n, n.astype(float), threshold, level, 801
+        )
+        pieces = _welch_pieces(position, kept, edge)
+    else:
+        pieces = []
+        for j in range(counts.size - 1):
+            both = np.isfinite(table[:, j]) & np.isfinite(table[:, j + 1])
+            a, b = table[both, j], table[both, j + 1]
+            m = int(both.sum())
+            if m < 2:
+                continue
+            cov = np.cov(np.stack([a, b - a]), ddof=1) / m
+            q2 = stats.t.ppf(0.5 + level / 2, m - 1) ** 2
+            e, d = a.mean() - threshold, (b - a).mean()
+            width = counts[j + 1] - counts[j]
+            pieces += [
+                (counts[j] + lo * width, counts[j] + hi * width)
+                for lo, hi in _quadratic_pieces(
+                    d * d - q2 * cov[1, 1],
+                    2 * (d * e - q2 * cov[0, 1]),
+                    e * e - q2 * cov[0, 0],
+                )
+            ]
+    # The ends: below X already when clean, or still above it at the largest.
+    end_q = [stats.t.ppf(0.5 + level / 2, n[i] - 1) for i in (0, -1)]
+    if mean[0] - end_q[0] * math.sqrt(var[0] / n[0]) <= threshold:
+        pieces.append((0.0, 0.0))
+    if mean[-1] + end_q[1] * math.sqrt(var[-1] / n[-1]) >= threshold:
+        top = counts[-1]
+        pieces = [(lo, math.inf if hi >= top - 1e-9 * top else hi) for lo, hi in pieces]
+        if not any(hi == math.inf for _, hi in pieces):
+            pieces.append((math.inf, math.inf))
+    merged = _merge([(float(lo), float(hi)) for lo, hi in pieces])
+    return point, tuple(merged)
+
+
 def threshold_count(
     metrics: pd.DataFrame,
     *,
@@ -450,20 +622,19 @@ def threshold_count(
     level: float = 0.95,
     epoch: int | None = None,
 ) -> tuple[float, tuple[float, float]]:
-    """How many labels must be flipped before a class's accuracy falls below X%.
+    """`threshold_set` as one interval, its hull: CONSERVATIVE.
 
-    Point: where the mean accuracy, linear between tested counts, first falls
-    below `threshold`. Interval: the counts where the level t test of "mean
-    accuracy = threshold" (seeds' values interpolated the same way) does not
-    reject, plus 0 when the clean accuracy is not significantly above the
-    threshold and "beyond the largest count" when the accuracy there is not
-    significantly below it; its hull is returned. See the module docstring.
+    The hull also holds every count in the set's gaps, so it covers the true
+    crossing at least `level` of the time, more where the set has gaps
+    (simulated under a real sweep's noise, 95% asked: 0.96-0.98 paired at 3-8
+    seeds, up to 0.99 with --unpaired; docs/statistics.md). Use
+    `threshold_set` for the exact set; the report states that set.
 
     Args:
       metrics: the sweep's metrics table.
       class_id: the class (usually the source class).
       threshold: accuracy in percent.
-      level: interval level.
+      level: the set's level (the hull covers at least this).
       epoch: the epoch analysed; None for the last.
 
     Returns:
@@ -472,58 +643,40 @@ def threshold_count(
       seeds at some count; all NaN without clean replicas or any usable
       poisoned count.
     """
-    check_level(level)
-    design = design_of(metrics, epoch=epoch)
-    table = _table(design, class_index(design, class_id))
-    n_all = np.isfinite(table).sum(axis=0)
-    ok = n_all > 0  # counts whose replicas all diverged drop out of the curve
-    if not ok[0] or ok.sum() < 2:
-        return math.nan, (math.nan, math.nan)
-    table, counts = table[:, ok], design.counts[ok]
-    mean, var, n = _masked_moments(table)
-    if n.min() < 2:
-        return float(first_crossing(counts, mean, threshold)), (math.nan, math.nan)
-    if not design.paired:
-        point, low, high = threshold_interval_unpaired(
-            counts, mean, var / n, n, threshold, level
-        )
-        return float(point), (float(low), float(high))
-    segments = counts.size - 1
-    var_a, cov_ad, var_d, q = (np.empty(segments) for _ in range(4))
-    for j in range(segments):
-        both = np.isfinite(table[:, j]) & np.isfinite(table[:, j + 1])
-        a, b = table[both, j], table[both, j + 1]
-        m = int(both.sum())
-        if m < 2:
-            var_a[j] = cov_ad[j] = var_d[j] = q[j] = math.nan
-            continue
-        cov = np.cov(np.stack([a, b - a]), ddof=1) / m
-        var_a[j], cov_ad[j], var_d[j] = cov[0, 0], cov[0, 1], cov[1, 1]
-        q[j] = stats.t.ppf(0.5 + level / 2, m - 1)
-    end_se = (np.sqrt(var[0] / n[0]), np.sqrt(var[-1] / n[-1]))
-    end_q = tuple(stats.t.ppf(0.5 + level / 2, n[i] - 1) for i in (0, -1))
-    point, low, high = threshold_interval_from_moments(
-        counts, mean, var_a, cov_ad, var_d, q, end_se, end_q, threshold
+    point, pieces = threshold_set(
+        metrics, class_id=class_id, threshold=threshold, level=level, epoch=epoch
     )
-    return float(point), (float(low), float(high))
+    if not pieces:
+        return point, (math.inf, -math.inf)
+    return point, (pieces[0][0], pieces[-1][1])
 
 
 def describe_threshold(
-    result: tuple[float, tuple[float, float]],
+    result: tuple[float, tuple],
     *,
     threshold: float,
     class_name: str,
     largest_count: int,
     level: float = 0.95,
 ) -> str:
-    """One sentence answering the threshold question from `threshold_count`."""
+    """One sentence answering the threshold question.
+
+    `result` is `threshold_set`'s (point, pieces), stated as the exact
+    confidence set, or `threshold_count`'s (point, (low, high)), stated as the
+    conservative interval it is.
+    """
 
     def where(c: float) -> str:
         if c == math.inf:
             return f"beyond the largest count ({largest_count})"
         return f"{c:.1f}"
 
-    point, (low, high) = result
+    def span(lo: float, hi: float) -> str:
+        return where(lo) if lo == hi else f"{where(lo)} to {where(hi)}"
+
+    point, spans = result
+    exact = len(spans) == 0 or isinstance(spans[0], tuple)
+    pieces = tuple(spans) if exact else (tuple(spans),)
     if math.isnan(point):
         return f"{class_name} accuracy threshold {threshold:g}%: no usable replicas."
     if point == math.inf:
@@ -538,8 +691,19 @@ def describe_threshold(
             f"{class_name} accuracy falls below {threshold:g}% at about "
             f"{point:.1f} flipped labels"
         )
-    if math.isnan(low):
+    if pieces and math.isnan(pieces[0][0]):
         return head + " (no interval: fewer than 2 seeds)."
-    if low == high == math.inf:
-        return head + f"; the {level:.0%} interval lies entirely beyond it."
-    return head + f" ({level:.0%} interval {where(low)} to {where(high)})."
+    if not pieces:
+        return head + f" (the t test rejects every count at {level:.0%})."
+    name = f"{level:.0%} interval"
+    if not exact:
+        name += f" (conservative: covers at least {level:.0%})"
+    if len(pieces) == 1 and pieces[0][0] == pieces[0][1] == math.inf:
+        return head + f"; the {name} lies entirely beyond it."
+    if len(pieces) == 1:
+        return head + f" ({name} {span(*pieces[0])})."
+    return head + (
+        f" ({level:.0%} confidence set in {len(pieces)} pieces: "
+        + ", ".join(span(*p) for p in pieces)
+        + ")."
+    )
