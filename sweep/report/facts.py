@@ -39,7 +39,7 @@ class Facts:
     seeds_note: str | None
     threshold: float
     threshold_given: bool
-    threshold_result: tuple[float, tuple[float, float]]
+    threshold_result: tuple[float, tuple[tuple[float, float], ...]]  # threshold_set
     threshold_text: str
     effective: dict  # confirmatory class name -> smallest effective count or None
     moved: tuple[int, ...]  # exploratory class ids declared (Holm) at some count
@@ -119,7 +119,7 @@ def facts_of(
             if start > 2 * THRESHOLD_DROP
             else round(start / 2, 1)
         )
-    answer = stats.threshold_count(
+    answer = stats.threshold_set(
         metrics, class_id=source_id, threshold=threshold, level=level
     )
     counts = tuple(sorted(int(c) for c in summary["count"].unique()))
@@ -130,6 +130,10 @@ def facts_of(
         class_name=name_of[source_id],
         largest_count=int(usable["count"].max()) if len(usable) else counts[-1],
         level=level,
+        # Welch's test with 2 df a group covers more than asked (docs).
+        conservative=bool(
+            not paired and len(usable) and usable["n_seeds"].min() <= 3
+        ),
     )
     explore = summary[summary["family"] == stats.EXPLORATORY]
     moved = explore.groupby("class_id")["significant"].any()

@@ -43,7 +43,7 @@ def figure_dose_response(
     level: float,
     threshold_curve: pd.DataFrame | None = None,
     threshold: float | None = None,
-    answer: tuple[float, tuple[float, float]] | None = None,
+    answer: tuple[float, tuple] | None = None,
     source: str = "",
 ) -> Figure:
     """Delta vs count per class: means with pointwise t intervals, isotonic fit.
@@ -55,7 +55,8 @@ def figure_dose_response(
       threshold_curve: `dose_response(absolute=True)` of the source, drawn in a
         last panel with the threshold line, or None.
       threshold: the threshold (percent).
-      answer: `stats.threshold_count` result, marked where finite.
+      answer: `stats.threshold_set` (point, pieces) or `stats.threshold_count`
+        (point, (low, high)) result, marked where finite.
       source: source class name.
     """
     panels = len(curves) + (threshold_curve is not None)
@@ -122,18 +123,16 @@ def figure_dose_response(
         if threshold is not None:
             ax.axhline(threshold, color="black", ls="--", lw=1, label="threshold")
         if answer is not None and np.isfinite(answer[0]):
-            point, (low, high) = answer
+            point, spans = answer
             ax.axvline(point, color="black", lw=1, label=f"crossing {point:.1f}")
-            if np.isfinite(low):
+            pieces = spans if spans and isinstance(spans[0], tuple) else (spans,)
+            label = f"{level:.0%} interval of the crossing"
+            for low, high in pieces:
+                if not np.isfinite(low):
+                    continue
                 right = high if np.isfinite(high) else counts[-1] * 1.3
-                ax.axvspan(
-                    low,
-                    right,
-                    color="black",
-                    alpha=0.08,
-                    lw=0,
-                    label=f"{level:.0%} interval of the crossing",
-                )
+                ax.axvspan(low, right, color="black", alpha=0.08, lw=0, label=label)
+                label = None
         _symlog(ax, counts)
         ax.set_title(f"{source} accuracy (threshold question)")
         ax.set_xlabel("flipped labels (count)")

@@ -233,9 +233,9 @@ def text_blocks(facts: Facts, summary: pd.DataFrame) -> list[Block]:
         f"Confirmatory: smallest effective count (familywise error "
         f"<= {f.alpha:g}, fixed-sequence test from the largest count down) on "
         f"{f.source}: {first(f.source)}; on {f.target}: {first(f.target)}.",
-        f"Threshold ({how}): {f.threshold_text} The interval inverts the t test "
-        "along the mean accuracy curve (Fieller), taking accuracy as linear between "
-        "tested counts.",
+        f"Threshold ({how}): {f.threshold_text} The interval holds the counts "
+        "where the t test along the mean accuracy curve does not reject "
+        "(Fieller), taking accuracy as linear between tested counts.",
     ]
     others = [
         name
