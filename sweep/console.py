@@ -63,6 +63,8 @@ def print_headlines(facts) -> None:
         print(f"{name}: smallest effective count "
               f"{'none declared' if count is None else count} (confirmatory, "
               f"fixed sequence, familywise error <= {f.alpha:g})")
+        if f.stop_notes.get(name):
+            print(f"  {name}: {f.stop_notes[name]}")
     if f.unpaired_seeds == f.unpaired_seeds:  # not NaN
         print(f"paired design: twin correlation {f.twin_corr:.2f}; an unpaired "
               f"sweep would need about {f.unpaired_seeds:.0f} seeds for intervals "

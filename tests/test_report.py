@@ -309,3 +309,34 @@ def test_bad_options_are_one_line_errors(tmp_path):
         report.write_report(folder, level=95)
     with pytest.raises(SweepError, match="--threshold"):
         report.write_report(folder, threshold=150)
+
+
+def test_a_class_whose_largest_count_is_not_significant_says_why(tmp_path, capsys):
+    # Cat loses 6 points at 10 flips (every seed) but nothing at 25: the fixed
+    # sequence starts at 25, cannot reject there, and stops; the report and the
+    # CLI say so, and name the smaller count as not a confirmed finding.
+    from sweep import console
+    from sweep.report.write import analyse
+
+    folder = write_results(tmp_path / "stops", seeds=4, counts=(0, 10, 25))
+    metrics = pd.read_parquet(folder / "metrics.parquet")
+    cat = metrics["class_id"] == CAT
+    clean = metrics[cat & (metrics["count"] == 0)].set_index(["seed", "epoch"])
+    for count, shift in ((10, -6.0), (25, 0.0)):
+        rows = cat & (metrics["count"] == count)
+        keys = pd.MultiIndex.from_frame(metrics.loc[rows, ["seed", "epoch"]])
+        seed = metrics.loc[rows, "seed"].to_numpy()
+        wobble = shift + np.array([0.4, -0.5, 0.3, -0.2])[seed]
+        metrics.loc[rows, "accuracy"] = clean.loc[keys, "accuracy"].to_numpy() + wobble
+    metrics.to_parquet(folder / "metrics.parquet")
+
+    facts = analyse(folder).facts
+    assert facts.effective["cat"] is None
+    note = facts.stop_notes["cat"]
+    assert note.startswith("the largest count's effect (25) is not significant")
+    assert "smaller counts are not tested confirmatorily" in note
+    assert "count 10 alone: p" in note and "not a confirmed finding" in note
+    text = (report.write_report(folder).parent / "report.md").read_text()
+    assert f"cat: {note}." in text
+    console.print_headlines(facts)
+    assert f"  cat: {note}" in capsys.readouterr().out

@@ -42,6 +42,7 @@ class Facts:
     threshold_result: tuple[float, tuple[tuple[float, float], ...]]  # threshold_set
     threshold_text: str
     effective: dict  # confirmatory class name -> smallest effective count or None
+    stop_notes: dict  # confirmatory class name -> why none is declared, or None
     moved: tuple[int, ...]  # exploratory class ids declared (Holm) at some count
     n_exploratory: int  # exploratory rows with a p-value
     twin_corr: float  # median over rows
@@ -168,6 +169,10 @@ def facts_of(
         threshold_result=answer,
         threshold_text=text,
         effective=effective,
+        stop_notes={
+            name_of[k]: stats.sequence_stop_note(summary, k, alpha=ALPHA)
+            for k in (source_id, target_id)
+        },
         moved=moved_ids,
         n_exploratory=int(explore["p_value"].notna().sum()),
         twin_corr=_median(summary["twin_corr"]),

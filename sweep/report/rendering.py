@@ -232,7 +232,12 @@ def text_blocks(facts: Facts, summary: pd.DataFrame) -> list[Block]:
     answers = [
         f"Confirmatory: smallest effective count (familywise error "
         f"<= {f.alpha:g}, fixed-sequence test from the largest count down) on "
-        f"{f.source}: {first(f.source)}; on {f.target}: {first(f.target)}.",
+        f"{f.source}: {first(f.source)}; on {f.target}: {first(f.target)}."
+        + "".join(
+            f" {name}: {note}."
+            for name, note in f.stop_notes.items()
+            if note is not None
+        ),
         f"Threshold ({how}): {f.threshold_text} The interval holds the counts "
         "where the t test along the mean accuracy curve does not reject "
         "(Fieller), taking accuracy as linear between tested counts.",

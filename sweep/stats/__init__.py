@@ -59,6 +59,7 @@ from sweep.stats.multiplicity import (
     confirmatory_adjusted,
     graphical_adjusted,
     holm,
+    sequence_stop_note,
     smallest_effective_count,
 )
 from sweep.stats.power import (
@@ -131,6 +132,7 @@ __all__ = [
     "seeds_note",
     "sign_flip_floor",
     "sign_flip_test",
+    "sequence_stop_note",
     "smallest_effective_count",
     "summarize",
     "t_interval",

@@ -188,3 +188,42 @@ def smallest_effective_count(
         raise SweepError(f"class {class_id} is not in the confirmatory family")
     hit = rows[rows["p_adjusted"] <= alpha]
     return int(hit["count"].min()) if len(hit) else None
+
+
+def sequence_stop_note(summary, class_id: int, *, alpha: float = 0.05) -> str | None:
+    """Why a confirmatory class has no effective count, when that is because
+    its largest count is not declared (the fixed sequence stops there).
+
+    Args:
+      summary: a `summarize` table (p_adjusted, p_value columns).
+      class_id: a confirmatory class.
+      alpha: familywise error rate.
+
+    Returns:
+      One line (no class name, no final period), or None when the class has an
+      effective count or no confirmatory rows.
+    """
+    rows = summary[
+        (summary["class_id"] == class_id) & (summary["family"] == CONFIRMATORY)
+    ].sort_values("count")
+    if not len(rows) or (rows["p_adjusted"] <= alpha).any():
+        return None
+    top = rows.iloc[-1]
+    state = (
+        "has no p-value"
+        if top["p_adjusted"] != top["p_adjusted"]
+        else f"is not significant (adjusted p {top['p_adjusted']:.3g})"
+    )
+    note = f"the largest count's effect ({int(top['count'])}) {state}, so the "
+    if len(rows) == 1:
+        return note + "fixed sequence declares nothing"
+    note += "fixed sequence stops there; smaller counts are not tested confirmatorily"
+    small = rows.iloc[:-1]
+    small = small[small["p_value"] <= alpha]
+    if len(small):
+        best = small.loc[small["p_value"].idxmin()]
+        note += (
+            f" (count {int(best['count'])} alone: p {best['p_value']:.3g}, "
+            "not a confirmed finding)"
+        )
+    return note
