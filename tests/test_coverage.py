@@ -304,3 +304,31 @@ def test_threshold_set_is_the_t_test_inverted_by_brute_force_gaps_included():
                 hull, threshold=x, class_name="cat", largest_count=75
             )
             assert "conservative: covers at least 95%" in hull_text, hull_text
+
+
+def test_unpaired_threshold_set_is_welchs_test_inverted():
+    # Unpaired REAL-noise sweeps at 3 seeds: away from the pieces' edges, a
+    # count is in the set exactly when the vectorised Welch test keeps it.
+    rng = np.random.default_rng(21)
+    counts = np.asarray(REAL.counts, dtype=float)
+    mu = np.minimum.accumulate(np.asarray(REAL.curve) - 1e-9 * np.arange(4))
+    x = list(crossings(REAL).values())[1]
+    a = simulate.accuracies(
+        REAL, mu, trials=6, seeds=3, dist="normal", rng=rng, paired=False
+    )
+    grid = np.linspace(0.5, 74.5, 75)
+    for t in range(a.shape[0]):
+        metrics = fake_metrics(seeds=3, counts=REAL.counts, paired=False, epochs=1)
+        cat = metrics["class_id"] == CAT
+        for j, count in enumerate(REAL.counts):
+            rows = metrics.index[cat & (metrics["count"] == count)]
+            metrics.loc[rows, "accuracy"] = a[t, :, j]
+        _, pieces = stats.threshold_set(metrics, class_id=CAT, threshold=x)
+        for c in grid:
+            if any(min(abs(c - lo), abs(c - hi)) < 0.1 for lo, hi in pieces):
+                continue
+            inside = any(lo <= c <= hi for lo, hi in pieces)
+            kept = simulate.threshold_set_holds(
+                a[t][None], counts, c, x, 0.95, paired=False
+            )[0]
+            assert inside == kept, (t, c, pieces)

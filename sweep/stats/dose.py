@@ -14,9 +14,11 @@ by simulation in tests/test_coverage.py and tabulated in docs/statistics.md):
   value (1 - w) a_j + w a_{j+1}, and c is kept when the level-alpha t test of
   m(c) = X does not reject. At the true crossing that test has exactly alpha
   size under normal seeds, so the set of kept counts covers it with probability
-  1 - alpha; the answer is its hull (conservative when the set has gaps). The
-  one assumption beyond the t test's is linearity between tested counts, which
-  the report states.
+  1 - alpha: `threshold_set`, what the report states (one interval, or pieces
+  where the curve is flat against the noise). Its hull, `threshold_count`, is
+  conservative: it also holds the set's gaps (simulated 0.96-0.98 at 3-8 seeds
+  under a real sweep's noise). The one assumption beyond the t test's is
+  linearity between tested counts, which the report states.
 """
 
 from __future__ import annotations
