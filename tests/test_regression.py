@@ -42,7 +42,7 @@ DIGESTS = {
     "confusion": "f856e26e8d14ead4840c61f0a7f249ba0f92739c4563feb00bbcd555734788a1",
     "summary": "bd8cadf88acf9c025cca9976f56496726229aabcd5d79d7ebdeb34787781f73e",
     "poisoned": "73fe200d3d837c20b826bbbc0c82f97cd461391d4bd9cb8cb428b52924e583d1",
-    "report": "a01ecd07ac53f9a55d97af696e6cc2601f59825fa2aba43a964173eb596e2669",
+    "report": "be95dca4dd56152b2c49886849ef112dbd5a6f71bd925c72af7b3021216b473f",
 }
 
 SORT = {
