@@ -125,7 +125,8 @@ def figure_dose_response(
         if answer is not None and np.isfinite(answer[0]):
             point, spans = answer
             ax.axvline(point, color="black", lw=1, label=f"crossing {point:.1f}")
-            pieces = spans if spans and isinstance(spans[0], tuple) else (spans,)
+            exact = not spans or isinstance(spans[0], tuple)
+            pieces = spans if exact else (spans,)
             label = f"{level:.0%} interval of the crossing"
             for low, high in pieces:
                 if not np.isfinite(low):
