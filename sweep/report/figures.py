@@ -128,6 +128,7 @@ def figure_dose_response(
             exact = not spans or isinstance(spans[0], tuple)
             pieces = spans if exact else (spans,)
             label = f"{level:.0%} interval of the crossing"
+            label += "" if exact else " (conservative)"
             for low, high in pieces:
                 if not np.isfinite(low):
                     continue
