@@ -227,8 +227,46 @@ def measure_matmul_tflops(n: int, dtype, repeats: int = 10) -> float:
 # Data
 
 
+def balanced_take(labels: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` images spread over the classes, the same on every run.
+
+    The shared parquet is sorted by class: its first 2,560 images are all
+    airplanes, a one-class problem whose loss falls to 0.000 and checks nothing.
+    This takes ``sweep.data.subset.balanced_subset`` (what ``--train-size``
+    takes: each class an equal share, a seeded permutation within each class),
+    then shuffles the picks with the same seed. Past the whole set, the whole
+    set is repeated (each repeat in its own seeded order) before the remainder.
+    """
+    from sweep.data.subset import balanced_subset
+
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts, left = [], n
+    while left >= len(labels):
+        parts.append(rng.permutation(len(labels)))
+        left -= len(labels)
+    if left:
+        if left >= len(np.unique(labels)):
+            parts.append(rng.permutation(balanced_subset(labels, left, seed=seed)))
+        else:  # fewer images than classes: any seeded few
+            parts.append(rng.permutation(len(labels))[:left])
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def per_class(labels: np.ndarray, names=None) -> str:
+    """"airplane 256, automobile 256, ..." for a source string."""
+    classes, counts = np.unique(np.asarray(labels), return_counts=True)
+    return ", ".join(f"{names[c] if names is not None and c < len(names) else c} {k}"
+                     for c, k in zip(classes.tolist(), counts.tolist()))
+
+
 def load_data(args) -> dict:
-    """Training and test arrays (uint8 NHWC, int32 labels), real or synthetic."""
+    """Training and test arrays (uint8 NHWC, int32 labels), real or synthetic.
+
+    Real data: ``--steps x 128`` training and ``--eval-images`` test images,
+    each a class-balanced seed-0 sample (``balanced_take``), never the first N
+    rows (the shared parquet is sorted by class).
+    """
     n_train, n_test = args.steps * BATCH, args.eval_images
     if args.data:
         from sweep import data as data_lib
@@ -236,11 +274,15 @@ def load_data(args) -> dict:
         ds = data_lib.load(args.data)
         tx, ty = np.asarray(ds.train_images), np.asarray(ds.train_labels, np.int32)
         ex, ey = np.asarray(ds.test_images), np.asarray(ds.test_labels, np.int32)
-        reps = math.ceil(n_train / len(ty))
-        tx, ty = np.concatenate([tx] * reps)[:n_train], np.concatenate([ty] * reps)[:n_train]
-        reps = math.ceil(n_test / len(ey))
-        ex, ey = np.concatenate([ex] * reps)[:n_test], np.concatenate([ey] * reps)[:n_test]
-        source = f"{ds.source} (first {n_train} training images, repeated if fewer)"
+        names = getattr(ds, "class_names", None)
+        i = balanced_take(ty, n_train, seed=0)
+        tx, ty = tx[i], ty[i]
+        j = balanced_take(ey, n_test, seed=0)
+        ex, ey = ex[j], ey[j]
+        source = (f"{ds.source}: {n_train} training images, a class-balanced seed-0 "
+                  f"sample (sweep.data.subset.balanced_subset, as --train-size "
+                  f"takes; repeated past the whole set) in seed-0 order [{per_class(ty, names)}]; "
+                  f"{n_test} test images sampled likewise [{per_class(ey, names)}]")
     else:
         rng = np.random.default_rng(0)
         tx = rng.integers(0, 256, (n_train, *IMAGE), dtype=np.uint8)
@@ -792,6 +834,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="--full-sweep smoke tests only")
     p.add_argument("--train-size", type=int, default=None,
                    help="--full-sweep smoke tests only")
+    p.add_argument("--counts", default=None,
+                   help="--full-sweep smoke tests only: poison counts, e.g. 1")
+    p.add_argument("--keep", default=None,
+                   help="--full-sweep: copy the last run's results folder here "
+                        "(metrics, manifest; `python -m sweep report` it for the "
+                        "sweep's own answer)")
     args = p.parse_args(argv)
 
     gpu = jax.default_backend() != "cpu"
@@ -829,6 +877,8 @@ def full_sweep(args, env: dict, log) -> int:
         return 2
     overrides = {k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs),
                                    ("train_size", args.train_size)) if v is not None}
+    if args.counts:
+        overrides["counts"] = tuple(c.strip() for c in args.counts.split(",") if c.strip())
     if env["backend"] == "cpu" and not args.force and not overrides:
         log("--full-sweep on CPU: 48 replicas x 5 epochs over 50,000 images takes "
             "hours on a 2-core machine (see the estimate a plain run of this bench "
@@ -857,6 +907,11 @@ def full_sweep(args, env: dict, log) -> int:
                          "manifest_total_s": timings.get("total_s")})
             log(f"full sweep run {i + 1}: training {training:.2f} s "
                 f"({len(chunks)} chunk(s)), wall {wall:.2f} s")
+            if args.keep and i == args.sweep_runs - 1:
+                import shutil
+
+                shutil.copytree(out, args.keep, dirs_exist_ok=True)
+                log(f"kept run {i + 1}'s results in {args.keep}")
             if i == 0:
                 fs_info = {
                     "data": manifest.get("data", {}).get("source", args.data),
