@@ -154,6 +154,7 @@ import torch
 from torch import nn
 
 batch, repeats = int(sys.argv[1]), int(sys.argv[2])
+dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 torch.manual_seed(0)
 net = nn.Sequential(
     nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -161,12 +162,12 @@ net = nn.Sequential(
     nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
     nn.Flatten(), nn.Linear(2048, 512), nn.ReLU(), nn.Dropout(0.5),
     nn.Linear(512, 10),
-)
+).to(dev)
 net.train()
 opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 criterion = nn.CrossEntropyLoss()
-x = torch.rand(batch, 3, 32, 32) * 2 - 1
-y = torch.randint(0, 10, (batch,))
+x = (torch.rand(batch, 3, 32, 32) * 2 - 1).to(dev)
+y = torch.randint(0, 10, (batch,)).to(dev)
 
 def step():
     opt.zero_grad()
@@ -183,7 +184,7 @@ for _ in range(repeats):
     step()
     times.append(time.perf_counter() - start)
 print(json.dumps({
-    "torch": torch.__version__, "threads": torch.get_num_threads(),
+    "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(dev),
     "step_s_median": statistics.median(times), "step_s_min": min(times),
     "images_per_s": batch / statistics.median(times), "repeats": repeats,
 }))
@@ -452,8 +453,13 @@ def per_layer(args, dtype, header: dict) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"header": header, "per_layer": rows}, indent=1) + "\n")
-    print(per_layer_markdown(rows, replicas), flush=True)
-    print(f"wrote {out}")
+    md = (f"### Conv layers alone: {header['device']} ({header['backend']}), "
+          f"{header['date'][:10]}\n\n- commit `{header['commit']}`; batch "
+          f"{args.batch}; {args.compute_dtype}; median of {args.repeats} rounds of "
+          f"{args.inner} calls; caps {caps}\n" + per_layer_markdown(rows, replicas))
+    out.with_suffix(".md").write_text(md)
+    print(md, flush=True)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
 
 
 def best_per_layer(rows: list[dict]) -> dict:
@@ -621,15 +627,20 @@ def main(argv: list[str] | None = None) -> None:
 
     context_rows = {}
     if args.torch_python:
-        context_rows["pytorch"] = time_torch(
-            args.torch_python, args.batch, 2 * args.repeats
-        )
-        torch_s = context_rows["pytorch"]["step_s_median"]
-        print(
-            f"pytorch {context_rows['pytorch']['torch']}: step {torch_s * 1e3:.1f} ms "
-            f"{args.batch / torch_s:.0f} img/s",
-            flush=True,
-        )
+        try:
+            context_rows["pytorch"] = time_torch(
+                args.torch_python, args.batch, 2 * args.repeats
+            )
+        except (OSError, subprocess.CalledProcessError, ValueError) as e:
+            err = getattr(e, "stderr", "") or ""
+            print(f"pytorch loop skipped: {type(e).__name__} {err[-300:]}", flush=True)
+        else:
+            torch_s = context_rows["pytorch"]["step_s_median"]
+            print(
+                f"pytorch {context_rows['pytorch']['torch']}: step "
+                f"{torch_s * 1e3:.1f} ms {args.batch / torch_s:.0f} img/s",
+                flush=True,
+            )
 
     header["result"] = {r: best(rows, r) for r in replicas}
     out = Path(args.out)
@@ -638,7 +649,47 @@ def main(argv: list[str] | None = None) -> None:
         json.dumps({"header": header, "rows": rows, "context": context_rows}, indent=1)
         + "\n"
     )
-    print(f"wrote {out}")
+    md = step_markdown(header, rows, replicas, context_rows)
+    out.with_suffix(".md").write_text(md)
+    print(md, flush=True)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+def step_markdown(header: dict, rows: list[dict], replicas: list[int],
+                  context: dict) -> str:
+    """Whole train step: ms per replica (ratio to one plain model), per R."""
+    lines = [
+        f"### Kernels, whole train step: {header['device']} ({header['backend']}), "
+        f"{header['date'][:10]}", "",
+        f"- commit `{header['commit']}`; batch {header['batch']}; "
+        f"{header['compute_dtype']}; caps {header.get('caps')}; auto = "
+        + "; ".join(f"R={r}: conv {v['conv']}" for r, v in header["auto"].items()),
+        "", "ms per replica-step (ratio = step / (R x plain single-model step)); "
+        "D = dropped as slow", "",
+        "| formulation | " + " | ".join(f"R = {r}" for r in replicas) + " |",
+        "|---|" + "---:|" * len(replicas),
+    ]
+    names = list(dict.fromkeys(row["name"] for row in rows if row["impls"]))
+    for name in names:
+        cells = []
+        for r in replicas:
+            hit = [row for row in rows if row["name"] == name and row["replicas"] == r]
+            if not hit:
+                cells.append("")
+                continue
+            row = hit[0]
+            cells.append(f"{row['step_s_median'] * 1e3 / r:.3g} ({row['ratio']:.2f})"
+                         + (" D" if row["dropped_as_slow"] else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    singles = [row for row in rows if row["name"] == "single"]
+    if singles:
+        lines += ["", "Plain single-model step: " + ", ".join(
+            f"{row['step_s_median'] * 1e3:.3g} ms (round R={row['round_replicas']})"
+            for row in singles) + "."]
+    if "pytorch" in context:
+        t = context["pytorch"]
+        lines.append(f"PyTorch {t['torch']} step: {t['step_s_median'] * 1e3:.3g} ms.")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -708,8 +708,8 @@ def markdown(res: dict) -> str:
         "aliased; device peak where memory_stats exists):",
         "",
         "| R | step ms | replica-img/s | cost ratio | compile s | mem/replica (compiled) "
-        "| device peak/replica | share of peak FLOP/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| device peak/replica | share of peak FLOP/s | train loss, last epoch |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in sc["rows"]:
         peak = row.get("device_peak_bytes")
@@ -718,7 +718,7 @@ def markdown(res: dict) -> str:
             f"{row['replica_images_per_s']:,.0f} | {row['cost_ratio']:.2f} | "
             f"{row['compile_s']:.1f} | {fmt_bytes(row.get('memory_per_replica_bytes'))} | "
             f"{'n/a on CPU' if peak is None else fmt_bytes(peak / row['replicas'])} | "
-            f"{100 * row['peak_share']:.1f}% |")
+            f"{100 * row['peak_share']:.1f}% | {row['final_train_loss_mean']:.3f} |")
     fl = res["flops"]
     lines += [
         "",
@@ -758,7 +758,9 @@ def markdown_full(res: dict) -> str:
             f"{k} {v}" for k, v in env["versions"].items() if v),
         f"- data {fs['data']}; {fs['replicas']} replicas, {fs['epochs']} epochs, "
         f"{fs['n_train']:,} training images, {fs['n_test']:,} test images; "
-        f"chunks of {fs['replicas_per_step']}",
+        f"chunks of {fs['replicas_per_step']}; kernel "
+        f"{(fs.get('config') or {}).get('kernel', 'auto')}, compute "
+        f"{(fs.get('config') or {}).get('compute_dtype', 'float32')}",
         "",
         "| run | training (chunks, incl. eval) s | of which compile (est.) | wall s "
         "(load, train, stats) |",
@@ -780,7 +782,9 @@ def environment(argv: list[str]) -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat("T", "seconds"),
         "command": " ".join(shlex.quote(a) for a in ["python", "bench/train_bench.py", *argv]),
-        "commit": provenance.git_commit(mark_dirty=True),
+        "commit": (provenance.git_commit(mark_dirty=True)
+                   or (os.environ.get("SWEEP_GIT_COMMIT", "") + " (from SWEEP_GIT_COMMIT)"
+                       if os.environ.get("SWEEP_GIT_COMMIT") else None)),
         "backend": jax.default_backend(),
         "device_kind": dev.device_kind,
         "device_count": jax.device_count(),
@@ -820,6 +824,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="chunk size for the full-sweep estimate (default: the sweep's)")
     p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
                    help="engine compute dtype (Flax and torch stay float32)")
+    p.add_argument("--kernel", default="auto",
+                   help="engine conv formulation (kernels.conv.IMPLS or auto), for (a) "
+                        "and --full-sweep")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="device peak for the FLOP share (default: table / CPU estimate)")
     p.add_argument("--skip", default="",
@@ -877,9 +884,15 @@ def full_sweep(args, env: dict, log) -> int:
         return 2
     overrides = {k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs),
                                    ("train_size", args.train_size)) if v is not None}
+    if args.kernel != "auto":
+        overrides["kernel"] = args.kernel
+    if args.compute_dtype != "float32":
+        overrides["compute_dtype"] = args.compute_dtype
     if args.counts:
         overrides["counts"] = tuple(c.strip() for c in args.counts.split(",") if c.strip())
-    if env["backend"] == "cpu" and not args.force and not overrides:
+    smoke = any(v is not None for v in (args.seeds, args.epochs, args.train_size,
+                                        args.counts))
+    if env["backend"] == "cpu" and not args.force and not smoke:
         log("--full-sweep on CPU: 48 replicas x 5 epochs over 50,000 images takes "
             "hours on a 2-core machine (see the estimate a plain run of this bench "
             "prints). Refusing; pass --force to run it anyway.")
@@ -957,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args)
     recipe = engine_lib.Recipe(
         n_train=len(data["train_y"]), n_classes=CLASSES, batch_size=BATCH, lr=LR,
-        dropout=DROPOUT, compute_dtype=args.compute_dtype,
+        dropout=DROPOUT, compute_dtype=args.compute_dtype, kernel=args.kernel,
         eval_batch_size=min(EVAL_BATCH, len(data["test_y"])))
     eng = engine_lib.Engine(recipe, data["train_x"], data["test_x"], data["test_y"])
     chunk, chunk_source = (args.chunk, "--chunk") if args.chunk else sweep_chunk_size()
@@ -1059,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
             "compare_replicas": args.compare_replicas, "sequential": args.sequential,
             "eval_images": len(data["test_y"]), "compute_dtype": args.compute_dtype,
             "chunk": chunk, "chunk_source": chunk_source, "quick": args.quick,
-            "kernel": "auto",
+            "kernel": args.kernel,
         },
         "comparison": {"replicas": args.compare_replicas, "paths": paths,
                        "engine_over": engine_over},
