@@ -377,7 +377,7 @@ def layer_case(impl: str, r: int, batch: int, layer: tuple, dtype, rng, inner: i
 
         def conv_fn(x, w, b):
             y = conv.conv_single(x.astype(dtype), w.astype(dtype), jnp.float32)
-            return y + b
+            return y + b[None, None, None, :]
     elif impl == "shared":
         x = x[0]  # one batch for every replica
 
