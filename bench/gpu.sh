@@ -33,6 +33,7 @@
 #               rev-parse HEAD, else the file .gpu-data/COMMIT)
 #   TEST_WORKERS  pytest-xdist workers for the tests stage (default 4 where
 #               xdist imports; 1 = serial)
+#   PYTEST_STOP  tests stage: -x to stop at the first failure (default --maxfail=20)
 #   SWEEP_RUNS  full-sweep runs (default 2: cold, then warm compile cache)
 #   SMOKE       1: the same stages at tiny sizes (CPU, a few minutes)
 #   KERNEL      conv formulation for the sweep stage (default auto)
@@ -268,6 +269,10 @@ stage_bf16() {
 # --- tests: the suite without the slow end-to-end tests ------------------------
 # GPU ~4-6 min (estimate; 18 min serial on the 2-core CPU, mostly compiles):
 # pytest-xdist workers with a shared persistent compile cache, no preallocation.
+# Not -x by default: on a first GPU run several tests may fail (tolerances,
+# TF32, the regression digests), and a device call that stops at the first
+# failure finds one per call; --maxfail=20 lists them in one. PYTEST_STOP=-x
+# restores `python -m pytest -q -x -m "not slow"` exactly.
 stage_tests() {
   local par=()
   local workers=${TEST_WORKERS:-4}
@@ -279,7 +284,8 @@ stage_tests() {
   else
     run tests tests.log env XLA_PYTHON_CLIENT_PREALLOCATE=false \
       JAX_COMPILATION_CACHE_DIR="$CACHE/jax" \
-      $PY -m pytest -q -x -m "not slow" -p no:cacheprovider "${par[@]}"
+      $PY -m pytest -q ${PYTEST_STOP:---maxfail=20} -m "not slow" -p no:cacheprovider \
+      -rfE --durations=15 --junitxml="$WORK/tests.xml" "${par[@]}"
   fi
   pack
 }
@@ -309,7 +315,8 @@ done
     echo; echo "## bf16 accuracy"; echo; grep '^|' "$WORK/bf16.log"
   fi
   if [ -f "$WORK/tests.log" ]; then
-    echo; echo "## Tests (tail)"; echo; echo '```'; tail -15 "$WORK/tests.log"; echo '```'
+    echo; echo "## Tests (failures, then the tail)"; echo; echo '```'
+    grep -E '^(FAILED|ERROR) ' "$WORK/tests.log" | head -40; tail -5 "$WORK/tests.log"; echo '```'
   fi
   echo
   echo "Total $(( $(date +%s) - START )) s; failed: $FAILED; skipped for the budget: $SKIPPED."
