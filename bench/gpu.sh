@@ -37,6 +37,7 @@
 #   SWEEP_RUNS  full-sweep runs (default 2: cold, then warm compile cache)
 #   SMOKE       1: the same stages at tiny sizes (CPU, a few minutes)
 #   KERNEL      conv formulation for the sweep stage (default auto)
+#   ALLOW_CPU   1: run the full sizes even where jax finds no GPU (default: stop)
 #   BUDGET_S    the deadline, as --budget (default 560; 3600 with SMOKE)
 
 set -u
@@ -76,6 +77,7 @@ export SWEEP_CACHE="$CACHE/data"   # decoded CIFAR-10, shared by every stage
 export MPLBACKEND=Agg
 LOG="$OUTDIR/gpu.log"
 SUMMARY="$OUTDIR/summary.md"
+: > "$LOG"
 exec > >(tee -a "$LOG") 2>&1
 
 # --- data and commit ---------------------------------------------------------
@@ -121,8 +123,12 @@ run() {
   if [ $rc -eq 0 ]; then
     echo "[$name] ok in ${dt} s"; STATUS[$name]="${STATUS[$name]:-}ok ${dt}s; "
   else
-    [ $rc -eq 124 ] && echo "[$name] STOPPED at the budget after ${dt} s" || echo "[$name] FAILED (exit $rc) after ${dt} s"
-    STATUS[$name]="${STATUS[$name]:-}FAILED rc=$rc after ${dt}s; "; FAILED=$((FAILED + 1))
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+      echo "[$name] STOPPED at the budget after ${dt} s"; STATUS[$name]="${STATUS[$name]:-}STOPPED at the budget after ${dt}s; "
+    else
+      echo "[$name] FAILED (exit $rc) after ${dt} s"; STATUS[$name]="${STATUS[$name]:-}FAILED rc=$rc after ${dt}s; "
+    fi
+    FAILED=$((FAILED + 1))
   fi
   return $rc
 }
@@ -292,6 +298,16 @@ stage_tests() {
 
 stage_env
 pack
+# A full run on a CPU fallback (a CUDA plugin jax cannot load, say) would spend
+# the whole device call at CPU speed: stop at once instead.
+BACKEND=$($PY -c "import jax; print(jax.default_backend())" 2>/dev/null || echo none)
+echo "jax backend: $BACKEND"
+if [ "$SMOKE" != 1 ] && [ "$BACKEND" != gpu ] && [ "${ALLOW_CPU:-0}" != 1 ]; then
+  echo "gpu.sh: jax's backend is '$BACKEND', not gpu: stopping (SMOKE=1 for a CPU check, ALLOW_CPU=1 to insist)."
+  echo "See $WORK/jax_environment_info.txt in gpu-results.tgz."
+  cp "$WORK/env.md" "$SUMMARY"; echo "- STOPPED: jax backend $BACKEND" >> "$SUMMARY"
+  pack; sleep 1; exit 3
+fi
 for s in "${STAGES[@]}"; do
   [ "$s" = env ] && continue
   "stage_$s"

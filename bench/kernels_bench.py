@@ -681,6 +681,11 @@ def step_markdown(header: dict, rows: list[dict], replicas: list[int],
             cells.append(f"{row['step_s_median'] * 1e3 / r:.3g} ({row['ratio']:.2f})"
                          + (" D" if row["dropped_as_slow"] else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if any(row["impls"] and row["impls"][0] == "shared" for row in rows):
+        lines += ["", "conv=shared: the first layer convolves replica 0's batch once "
+                  "for every replica (the others are auto); right only where replicas "
+                  "share a batch (evaluation; paired twins of one seed), so it bounds "
+                  "what sharing can save rather than being a training formulation."]
     singles = [row for row in rows if row["name"] == "single"]
     if singles:
         lines += ["", "Plain single-model step: " + ", ".join(

@@ -94,3 +94,13 @@ def test_gpu_sh_smoke_kernels_and_bf16_stages(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:]
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "- kernels: ok" in summary and "- bf16: ok" in summary
+
+
+def test_gpu_sh_full_sizes_stop_where_jax_finds_no_gpu(tmp_path):
+    # A CPU fallback on the device would spend the whole call at CPU speed.
+    env = {k: v for k, v in _env(tmp_path).items() if k not in ("SMOKE", "ALLOW_CPU")}
+    done = subprocess.run(["bash", str(GPU_SH), "train"], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=300)
+    assert done.returncode == 3, done.stdout[-3000:]
+    assert "not gpu: stopping" in done.stdout
+    assert "STOPPED: jax backend cpu" in (tmp_path / "out" / "summary.md").read_text()
