@@ -63,7 +63,8 @@ def main() -> int:
 
     from sweep import provenance
 
-    commit = provenance.git_commit(mark_dirty=True) or os.environ.get("SWEEP_GIT_COMMIT")
+    commit = (provenance.git_commit(mark_dirty=True)
+              or os.environ.get("SWEEP_GIT_COMMIT"))
     result = {
         "commit": commit,
         "versions": provenance.versions(("jax", "jaxlib", "flax", "optax", "numpy")),

@@ -443,9 +443,11 @@ def per_layer(args, dtype, header: dict) -> None:
                     row[f"{p}_ratio"] = med / (r * base[p])
                 rows.append(row)
                 print(f"{layer[0]} R={r:<3d} {case.name:<10s} fwd "
-                      f"{row['fwd_s_median'] * 1e3:8.3f} ms (ratio {row['fwd_ratio']:5.2f})"
-                      f"  train {row['train_s_median'] * 1e3:8.3f} ms "
-                      f"(ratio {row['train_ratio']:5.2f})  compile {case.compile_s:.1f} s",
+                      f"{row['fwd_s_median'] * 1e3:8.3f} ms "
+                      f"(ratio {row['fwd_ratio']:5.2f})  train "
+                      f"{row['train_s_median'] * 1e3:8.3f} ms "
+                      f"(ratio {row['train_ratio']:5.2f})  "
+                      f"compile {case.compile_s:.1f} s",
                       flush=True)
     header["what"] = "SimpleCNN conv layers alone, fwd and fwd+grads, per formulation"
     header["caps"] = caps

@@ -279,10 +279,11 @@ def load_data(args) -> dict:
         tx, ty = tx[i], ty[i]
         j = balanced_take(ey, n_test, seed=0)
         ex, ey = ex[j], ey[j]
-        source = (f"{ds.source}: {n_train} training images, a class-balanced seed-0 "
-                  f"sample (sweep.data.subset.balanced_subset, as --train-size "
-                  f"takes; repeated past the whole set) in seed-0 order [{per_class(ty, names)}]; "
-                  f"{n_test} test images sampled likewise [{per_class(ey, names)}]")
+        source = (f"{ds.source}: {n_train} training images, a class-balanced "
+                  f"seed-0 sample (sweep.data.subset.balanced_subset, as "
+                  f"--train-size takes; repeated past the whole set) in seed-0 "
+                  f"order [{per_class(ty, names)}]; {n_test} test images sampled "
+                  f"likewise [{per_class(ey, names)}]")
     else:
         rng = np.random.default_rng(0)
         tx = rng.integers(0, 256, (n_train, *IMAGE), dtype=np.uint8)
@@ -783,7 +784,7 @@ def environment(argv: list[str]) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat("T", "seconds"),
         "command": " ".join(shlex.quote(a) for a in ["python", "bench/train_bench.py", *argv]),
         "commit": (provenance.git_commit(mark_dirty=True)
-                   or (os.environ.get("SWEEP_GIT_COMMIT", "") + " (from SWEEP_GIT_COMMIT)"
+                   or (os.environ["SWEEP_GIT_COMMIT"] + " (from SWEEP_GIT_COMMIT)"
                        if os.environ.get("SWEEP_GIT_COMMIT") else None)),
         "backend": jax.default_backend(),
         "device_kind": dev.device_kind,
@@ -889,7 +890,8 @@ def full_sweep(args, env: dict, log) -> int:
     if args.compute_dtype != "float32":
         overrides["compute_dtype"] = args.compute_dtype
     if args.counts:
-        overrides["counts"] = tuple(c.strip() for c in args.counts.split(",") if c.strip())
+        overrides["counts"] = tuple(
+            c.strip() for c in args.counts.split(",") if c.strip())
     smoke = any(v is not None for v in (args.seeds, args.epochs, args.train_size,
                                         args.counts))
     if env["backend"] == "cpu" and not args.force and not smoke:

@@ -21,7 +21,6 @@ from tests.test_kernels import (
     _weighted_grads,
 )
 
-
 # "shared" assumes every replica's input is the same: tested apart, below.
 GENERAL_CONV_IMPLS = tuple(i for i in baselines.CONV_IMPLS if i != "shared")
 
