@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -60,7 +61,13 @@ def main() -> int:
     seed_sd = float(np.std(f32.to_numpy(), ddof=1))
     import jax
 
+    from sweep import provenance
+
+    commit = (provenance.git_commit(mark_dirty=True)
+              or os.environ.get("SWEEP_GIT_COMMIT"))
     result = {
+        "commit": commit,
+        "versions": provenance.versions(("jax", "jaxlib", "flax", "optax", "numpy")),
         "device": jax.devices()[0].device_kind,
         "backend": jax.default_backend(),
         "data": args.data, "train_size": args.train_size,

@@ -227,8 +227,46 @@ def measure_matmul_tflops(n: int, dtype, repeats: int = 10) -> float:
 # Data
 
 
+def balanced_take(labels: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` images spread over the classes, the same on every run.
+
+    The shared parquet is sorted by class: its first 2,560 images are all
+    airplanes, a one-class problem whose loss falls to 0.000 and checks nothing.
+    This takes ``sweep.data.subset.balanced_subset`` (what ``--train-size``
+    takes: each class an equal share, a seeded permutation within each class),
+    then shuffles the picks with the same seed. Past the whole set, the whole
+    set is repeated (each repeat in its own seeded order) before the remainder.
+    """
+    from sweep.data.subset import balanced_subset
+
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts, left = [], n
+    while left >= len(labels):
+        parts.append(rng.permutation(len(labels)))
+        left -= len(labels)
+    if left:
+        if left >= len(np.unique(labels)):
+            parts.append(rng.permutation(balanced_subset(labels, left, seed=seed)))
+        else:  # fewer images than classes: any seeded few
+            parts.append(rng.permutation(len(labels))[:left])
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def per_class(labels: np.ndarray, names=None) -> str:
+    """"airplane 256, automobile 256, ..." for a source string."""
+    classes, counts = np.unique(np.asarray(labels), return_counts=True)
+    return ", ".join(f"{names[c] if names is not None and c < len(names) else c} {k}"
+                     for c, k in zip(classes.tolist(), counts.tolist()))
+
+
 def load_data(args) -> dict:
-    """Training and test arrays (uint8 NHWC, int32 labels), real or synthetic."""
+    """Training and test arrays (uint8 NHWC, int32 labels), real or synthetic.
+
+    Real data: ``--steps x 128`` training and ``--eval-images`` test images,
+    each a class-balanced seed-0 sample (``balanced_take``), never the first N
+    rows (the shared parquet is sorted by class).
+    """
     n_train, n_test = args.steps * BATCH, args.eval_images
     if args.data:
         from sweep import data as data_lib
@@ -236,11 +274,16 @@ def load_data(args) -> dict:
         ds = data_lib.load(args.data)
         tx, ty = np.asarray(ds.train_images), np.asarray(ds.train_labels, np.int32)
         ex, ey = np.asarray(ds.test_images), np.asarray(ds.test_labels, np.int32)
-        reps = math.ceil(n_train / len(ty))
-        tx, ty = np.concatenate([tx] * reps)[:n_train], np.concatenate([ty] * reps)[:n_train]
-        reps = math.ceil(n_test / len(ey))
-        ex, ey = np.concatenate([ex] * reps)[:n_test], np.concatenate([ey] * reps)[:n_test]
-        source = f"{ds.source} (first {n_train} training images, repeated if fewer)"
+        names = getattr(ds, "class_names", None)
+        i = balanced_take(ty, n_train, seed=0)
+        tx, ty = tx[i], ty[i]
+        j = balanced_take(ey, n_test, seed=0)
+        ex, ey = ex[j], ey[j]
+        source = (f"{ds.source}: {n_train} training images, a class-balanced "
+                  f"seed-0 sample (sweep.data.subset.balanced_subset, as "
+                  f"--train-size takes; repeated past the whole set) in seed-0 "
+                  f"order [{per_class(ty, names)}]; {n_test} test images sampled "
+                  f"likewise [{per_class(ey, names)}]")
     else:
         rng = np.random.default_rng(0)
         tx = rng.integers(0, 256, (n_train, *IMAGE), dtype=np.uint8)
@@ -666,8 +709,8 @@ def markdown(res: dict) -> str:
         "aliased; device peak where memory_stats exists):",
         "",
         "| R | step ms | replica-img/s | cost ratio | compile s | mem/replica (compiled) "
-        "| device peak/replica | share of peak FLOP/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| device peak/replica | share of peak FLOP/s | train loss, last epoch |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in sc["rows"]:
         peak = row.get("device_peak_bytes")
@@ -676,7 +719,7 @@ def markdown(res: dict) -> str:
             f"{row['replica_images_per_s']:,.0f} | {row['cost_ratio']:.2f} | "
             f"{row['compile_s']:.1f} | {fmt_bytes(row.get('memory_per_replica_bytes'))} | "
             f"{'n/a on CPU' if peak is None else fmt_bytes(peak / row['replicas'])} | "
-            f"{100 * row['peak_share']:.1f}% |")
+            f"{100 * row['peak_share']:.1f}% | {row['final_train_loss_mean']:.3f} |")
     fl = res["flops"]
     lines += [
         "",
@@ -716,7 +759,9 @@ def markdown_full(res: dict) -> str:
             f"{k} {v}" for k, v in env["versions"].items() if v),
         f"- data {fs['data']}; {fs['replicas']} replicas, {fs['epochs']} epochs, "
         f"{fs['n_train']:,} training images, {fs['n_test']:,} test images; "
-        f"chunks of {fs['replicas_per_step']}",
+        f"chunks of {fs['replicas_per_step']}; kernel "
+        f"{(fs.get('config') or {}).get('kernel', 'auto')}, compute "
+        f"{(fs.get('config') or {}).get('compute_dtype', 'float32')}",
         "",
         "| run | training (chunks, incl. eval) s | of which compile (est.) | wall s "
         "(load, train, stats) |",
@@ -738,7 +783,9 @@ def environment(argv: list[str]) -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat("T", "seconds"),
         "command": " ".join(shlex.quote(a) for a in ["python", "bench/train_bench.py", *argv]),
-        "commit": provenance.git_commit(mark_dirty=True),
+        "commit": (provenance.git_commit(mark_dirty=True)
+                   or (os.environ["SWEEP_GIT_COMMIT"] + " (from SWEEP_GIT_COMMIT)"
+                       if os.environ.get("SWEEP_GIT_COMMIT") else None)),
         "backend": jax.default_backend(),
         "device_kind": dev.device_kind,
         "device_count": jax.device_count(),
@@ -778,6 +825,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="chunk size for the full-sweep estimate (default: the sweep's)")
     p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
                    help="engine compute dtype (Flax and torch stay float32)")
+    p.add_argument("--kernel", default="auto",
+                   help="engine conv formulation (kernels.conv.IMPLS or auto), for (a) "
+                        "and --full-sweep")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="device peak for the FLOP share (default: table / CPU estimate)")
     p.add_argument("--skip", default="",
@@ -792,6 +842,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="--full-sweep smoke tests only")
     p.add_argument("--train-size", type=int, default=None,
                    help="--full-sweep smoke tests only")
+    p.add_argument("--counts", default=None,
+                   help="--full-sweep smoke tests only: poison counts, e.g. 1")
+    p.add_argument("--keep", default=None,
+                   help="--full-sweep: copy the last run's results folder here "
+                        "(metrics, manifest; `python -m sweep report` it for the "
+                        "sweep's own answer)")
     args = p.parse_args(argv)
 
     gpu = jax.default_backend() != "cpu"
@@ -829,7 +885,16 @@ def full_sweep(args, env: dict, log) -> int:
         return 2
     overrides = {k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs),
                                    ("train_size", args.train_size)) if v is not None}
-    if env["backend"] == "cpu" and not args.force and not overrides:
+    if args.kernel != "auto":
+        overrides["kernel"] = args.kernel
+    if args.compute_dtype != "float32":
+        overrides["compute_dtype"] = args.compute_dtype
+    if args.counts:
+        overrides["counts"] = tuple(
+            c.strip() for c in args.counts.split(",") if c.strip())
+    smoke = any(v is not None for v in (args.seeds, args.epochs, args.train_size,
+                                        args.counts))
+    if env["backend"] == "cpu" and not args.force and not smoke:
         log("--full-sweep on CPU: 48 replicas x 5 epochs over 50,000 images takes "
             "hours on a 2-core machine (see the estimate a plain run of this bench "
             "prints). Refusing; pass --force to run it anyway.")
@@ -857,6 +922,11 @@ def full_sweep(args, env: dict, log) -> int:
                          "manifest_total_s": timings.get("total_s")})
             log(f"full sweep run {i + 1}: training {training:.2f} s "
                 f"({len(chunks)} chunk(s)), wall {wall:.2f} s")
+            if args.keep and i == args.sweep_runs - 1:
+                import shutil
+
+                shutil.copytree(out, args.keep, dirs_exist_ok=True)
+                log(f"kept run {i + 1}'s results in {args.keep}")
             if i == 0:
                 fs_info = {
                     "data": manifest.get("data", {}).get("source", args.data),
@@ -902,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args)
     recipe = engine_lib.Recipe(
         n_train=len(data["train_y"]), n_classes=CLASSES, batch_size=BATCH, lr=LR,
-        dropout=DROPOUT, compute_dtype=args.compute_dtype,
+        dropout=DROPOUT, compute_dtype=args.compute_dtype, kernel=args.kernel,
         eval_batch_size=min(EVAL_BATCH, len(data["test_y"])))
     eng = engine_lib.Engine(recipe, data["train_x"], data["test_x"], data["test_y"])
     chunk, chunk_source = (args.chunk, "--chunk") if args.chunk else sweep_chunk_size()
@@ -1004,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
             "compare_replicas": args.compare_replicas, "sequential": args.sequential,
             "eval_images": len(data["test_y"]), "compute_dtype": args.compute_dtype,
             "chunk": chunk, "chunk_source": chunk_source, "quick": args.quick,
-            "kernel": "auto",
+            "kernel": args.kernel,
         },
         "comparison": {"replicas": args.compare_replicas, "paths": paths,
                        "engine_over": engine_over},

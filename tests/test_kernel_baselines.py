@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench import kernel_baselines as baselines
-from kernels import dense, pool
+from kernels import conv, dense, pool
 from tests.test_kernels import (
     CONV_SHAPES,
     DENSE_SHAPES,
@@ -21,15 +21,34 @@ from tests.test_kernels import (
     _weighted_grads,
 )
 
+# "shared" assumes every replica's input is the same: tested apart, below.
+GENERAL_CONV_IMPLS = tuple(i for i in baselines.CONV_IMPLS if i != "shared")
+
 
 @pytest.mark.parametrize("shape", CONV_SHAPES[:2], ids=str)
-@pytest.mark.parametrize("impl", baselines.CONV_IMPLS)
+@pytest.mark.parametrize("impl", GENERAL_CONV_IMPLS)
 def test_conv_baseline_matches_reference(impl, shape):
     args = _conv_args(shape)
     fn = jax.jit(lambda x, w, b: baselines.conv3x3(x, w, b, impl=impl))
     want, want_grads = _conv_reference(shape)
     _assert_close(fn(*args), want, F32)
     _assert_close(_weighted_grads(fn, args), want_grads, F32)
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES[:2], ids=str)
+def test_shared_input_conv_matches_reference(shape):
+    # Every replica sees replica 0's input (evaluation; a first layer fed one
+    # batch): outputs and the kernel and bias gradients must match.
+    x, w, b = _conv_args(shape)
+    x = jnp.broadcast_to(x[:1], x.shape)
+    ref = jax.jit(conv.conv3x3_reference)
+    fn = jax.jit(lambda x, w, b: baselines.conv3x3(x, w, b, impl="shared"))
+    _assert_close(fn(x, w, b), ref(x, w, b), F32)
+
+    def grads(f):
+        return _weighted_grads(lambda w, b: f(x, w, b), (w, b))
+
+    _assert_close(grads(fn), grads(ref), F32)
 
 
 @pytest.mark.parametrize("shape", POOL_SHAPES, ids=str)
@@ -71,8 +90,6 @@ def test_vmap_dense_matches_reference(shape):
 
 
 def test_baselines_are_not_in_the_hot_path_modules():
-    from kernels import conv
-
     assert not set(baselines.CONV_IMPLS) & set(conv.IMPLS)
     assert not set(baselines.POOL_IMPLS) & set(pool.IMPLS)
     assert not set(baselines.DENSE_IMPLS) & set(dense.IMPLS)
