@@ -146,20 +146,25 @@ def _colour_dataset(n_per_class, n_test_per_class, seed=0):
                                     CLASSES, source="colours")
 
 
+def _detect_command(root, out) -> tuple[list[str], dict]:
+    """The end-to-end detect run (argv, environment): 8 fold replicas in two
+    chunks of 4 (so a run can be interrupted between them)."""
+    argv = [sys.executable, "-m", "sweep", "detect", "--data", str(root / "data"),
+            "--counts", "6", "--seeds", "2", "--folds", "2", "--epochs", "10",
+            "--batch-size", "8", "--lr", "0.003", "--knn-k", "3",
+            "--replicas-per-step", "4", "--out", str(out), "--quiet"]
+    return argv, {**os.environ, "SWEEP_CACHE": str(root / "cache")}
+
+
 @pytest.fixture(scope="module")
 def detect_run(tmp_path_factory):
     from tests.fixtures_data import write_parquet_dataset
 
     root = tmp_path_factory.mktemp("detect")
-    data_dir = write_parquet_dataset(root / "data", _colour_dataset(20, 4))
+    write_parquet_dataset(root / "data", _colour_dataset(20, 4))
     out = root / "out"
-    env = {**os.environ, "SWEEP_CACHE": str(root / "cache")}
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep", "detect", "--data", str(data_dir),
-         "--counts", "6", "--seeds", "2", "--folds", "2", "--epochs", "10",
-         "--batch-size", "8", "--lr", "0.003", "--knn-k", "3", "--out", str(out),
-         "--quiet"],
-        capture_output=True, text=True, timeout=900, env=env)
+    argv, env = _detect_command(root, out)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout, out
 
@@ -225,6 +230,46 @@ def test_repair_is_paired_and_removes_the_flags(detect_run):
     cat = r[(r["class_name"] == "cat") & (r["count"] == 6)].iloc[0]
     assert cat["n_poison_removed"] <= 6
     assert (out / "detect.html").exists() and (out / "detect_pr.png").exists()
+
+
+TABLES = ("suspects.parquet", "detection_seeds.parquet", "detection.parquet",
+          "repair_metrics.parquet", "repair.parquet")
+
+
+@pytest.mark.slow
+def test_a_killed_detect_run_continues_to_the_same_tables(detect_run, tmp_path):
+    """The same run as `detect_run`, killed (SIGKILL) once its first fold-model
+    chunk is on disk, then rerun: the finished chunk is kept, not retrained,
+    and the tables equal the uninterrupted run's."""
+    import time
+
+    _, reference = detect_run
+    out = tmp_path / "out"
+    argv, env = _detect_command(reference.parent, out)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 600
+        while not list((out / "chunks").glob("oof-*.npz")):
+            assert proc.poll() is None, "the run ended before its first chunk"
+            assert time.time() < deadline, "no chunk after 600 s"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    done_before = sorted((out / "chunks").glob("oof-*.npz"))
+    assert [p.name for p in done_before] == ["oof-r00000-00003.npz"]
+    assert not (out / "suspects.parquet").exists()
+    mtime = done_before[0].stat().st_mtime_ns
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "fold models 1-4 of 8" not in done.stderr  # kept, not retrained
+    assert "fold models 5-8 of 8" in done.stderr
+    assert done_before[0].stat().st_mtime_ns == mtime
+    for name in TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name),
+                                      pd.read_parquet(reference / name), obj=name)
 
 
 @pytest.mark.parametrize("args, says", [
