@@ -153,21 +153,52 @@ def detection_table(detection: pd.DataFrame) -> pd.DataFrame:
                           if s.name == "detector" else s, ignore_index=True)
 
 
+REPAIRS = {"remove": "retrained without the flagged images",
+           "relabel": "retrained with the flagged images relabelled to their "
+                      "out-of-fold predicted class"}
+
+
 def repair_view(repair: pd.DataFrame, class_ids) -> pd.DataFrame:
+    """count x repair x class rows (removal first), deltas as 'mean [low, high]'
+    and what the flags hit (means over seeds). A table from before relabelling
+    (no `method` column) is all removals."""
     r = repair[repair["class_id"].isin(class_ids)]
+    if "method" not in r:
+        r = r.assign(method="remove")
+    order = {m: i for i, m in enumerate(REPAIRS)}
+    r = r.assign(_m=r["method"].map(order)).sort_values(
+        ["count", "_m", "class_id"], kind="stable")
 
     def cells(name):
         return [_ci(*v) for v in r[[name, f"{name}_low", f"{name}_high"]].values]
 
-    return pd.DataFrame({
-        "count": r["count"], "class": r["class_name"],
+    view = pd.DataFrame({
+        "count": r["count"], "repair": r["method"], "class": r["class_name"],
         "poisoned - clean": cells("poisoned_vs_clean"),
         "repaired - clean": cells("repaired_vs_clean"),
-        "removed": r["n_removed"].round(1),
+        "flagged": r["n_removed"].round(1),
         "flips caught": r["n_poison_removed"].round(1),
-        "clean removed": r["n_clean_removed"].round(1),
-        "clean source removed": r["n_clean_source_removed"].round(1),
+        "clean flagged": r["n_clean_removed"].round(1),
+        "clean source flagged": r["n_clean_source_removed"].round(1),
     })
+    if "n_poison_restored" in r:
+        # Relabel rows only (NaN, shown "-", for removals).
+        view["flips given true class"] = r["n_poison_restored"].round(1)
+        view["clean relabelled"] = r["n_clean_relabelled"].round(1)
+    return view.reset_index(drop=True)
+
+
+def _repair_intro(repair: pd.DataFrame) -> str:
+    det = repair["detector"].iloc[0]
+    methods = (list(dict.fromkeys(repair["method"])) if "method" in repair
+               else ["remove"])
+    return (f"Repair of what {det} flags, per repair: "
+            + "; ".join(f"{m}: {REPAIRS[m]}" for m in methods)
+            + ". Same keys as the seed's clean and poisoned twins (paired). "
+            "Accuracy change vs the clean twin, percentage points, mean over seeds "
+            "[t interval]; the flagged counts are means over seeds (both repairs "
+            "act on the same flags); 'clean relabelled' are clean images given "
+            "another class.")
 
 
 def clean_suspects_table(suspects: pd.DataFrame, class_names, n: int = 8
@@ -221,12 +252,9 @@ def repair_lines(out) -> list[str]:
         return ["no repair (--repair-with none)"]
     meta = _meta(out)
     repair = pd.read_parquet(path)
-    det = repair["detector"].iloc[0]
     view = repair_view(repair, [meta["source_id"], meta["target_id"]])
-    return [f"repair: retrained without the images {det} flags; accuracy change vs "
-            "the clean twin, percentage points, mean over seeds [t interval]; "
-            "removed counts are means over seeds",
-            view.to_string(index=False)]
+    return ["repair: " + _repair_intro(repair), view.to_string(index=False,
+                                                                na_rep="-")]
 
 
 def write_detect_report(out, *, n_top: int = 32) -> Path:
@@ -258,8 +286,8 @@ def write_detect_report(out, *, n_top: int = 32) -> Path:
         blocks.append(("p", "One poisoned count only: no detection-rate curve."))
     if (out / "repair.parquet").exists():
         repair = pd.read_parquet(out / "repair.parquet")
-        blocks.append(("h2", f"Repair: retrained without {repair['detector'].iloc[0]}"
-                       "'s flags"))
+        blocks.append(("h2", f"Repair: {repair['detector'].iloc[0]}'s flags"))
+        blocks.append(("p", _repair_intro(repair)))
         blocks.append(("table", repair_view(repair, [meta["source_id"],
                                                       meta["target_id"]])))
     training, why = load_training_set(
@@ -308,7 +336,7 @@ def _markdown(blocks) -> str:
         elif b[0] == "img":
             parts.append(f"![{b[2]}]({b[1]})")
         elif b[0] == "table":
-            t = b[1].astype(str)
+            t = b[1].astype(object).where(b[1].notna(), "-").astype(str)
             parts.append("\n".join(
                 ["| " + " | ".join(t.columns) + " |",
                  "| " + " | ".join("---" for _ in t.columns) + " |"]
