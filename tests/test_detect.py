@@ -509,3 +509,35 @@ def test_clean_suspects_table_lists_each_detectors_top_images():
     assert (table["flagged (mean over seeds)"] == 1.0).all()
     tops = table.iloc[:, 2]
     assert tops.str.startswith("104: b -> c").all()
+
+
+def test_pr_panel_shows_the_chance_line_at_small_poison_shares():
+    """50 flips in 2,000 images (2.5%): precision on a log scale, the chance
+    line inside the axes and labelled; the rate curve and suspect grid draw."""
+    from sweep.detect import report
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in (0, 1):
+        truth = np.zeros(2000, bool)
+        truth[rng.choice(2000, 50, replace=False)] = True
+        frame = {"count": 50, "seed": seed, "poisoned": truth}
+        for det in detectors.DETECTORS:
+            frame[f"score_{det}"] = rng.normal(size=2000) + 2.0 * truth
+        rows.append(pd.DataFrame(frame))
+    figure = report.figure_pr_curves(pd.concat(rows, ignore_index=True))
+    ax = figure.axes[0]
+    assert ax.get_yscale() == "log"
+    low, high = ax.get_ylim()
+    assert low < 0.025 < high
+    assert any("chance = poison share 2.5%" in t.get_text() for t in ax.texts)
+    report._png(figure)
+    detection = pd.DataFrame([
+        {"count": c, "detector": d, "metric": "recall_at_k", "mean": 0.5,
+         "ci_low": 0.3 if d != "ensemble" else np.nan,
+         "ci_high": 0.7 if d != "ensemble" else np.nan}
+        for c in (50, 500) for d in detectors.DETECTORS])
+    report._png(report.figure_detection_rate(detection))
+    images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    report._png(report.figure_suspects(images, [1, 2, 3], [1, 3, 3], [1, 2, 5],
+                                       list(CLASSES), title="t"))
