@@ -146,20 +146,25 @@ def _colour_dataset(n_per_class, n_test_per_class, seed=0):
                                     CLASSES, source="colours")
 
 
+def _detect_command(root, out) -> tuple[list[str], dict]:
+    """The end-to-end detect run (argv, environment): 8 fold replicas in two
+    chunks of 4 (so a run can be interrupted between them)."""
+    argv = [sys.executable, "-m", "sweep", "detect", "--data", str(root / "data"),
+            "--counts", "6", "--seeds", "2", "--folds", "2", "--epochs", "10",
+            "--batch-size", "8", "--lr", "0.003", "--knn-k", "3",
+            "--replicas-per-step", "4", "--out", str(out), "--quiet"]
+    return argv, {**os.environ, "SWEEP_CACHE": str(root / "cache")}
+
+
 @pytest.fixture(scope="module")
 def detect_run(tmp_path_factory):
     from tests.fixtures_data import write_parquet_dataset
 
     root = tmp_path_factory.mktemp("detect")
-    data_dir = write_parquet_dataset(root / "data", _colour_dataset(20, 4))
+    write_parquet_dataset(root / "data", _colour_dataset(20, 4))
     out = root / "out"
-    env = {**os.environ, "SWEEP_CACHE": str(root / "cache")}
-    done = subprocess.run(
-        [sys.executable, "-m", "sweep", "detect", "--data", str(data_dir),
-         "--counts", "6", "--seeds", "2", "--folds", "2", "--epochs", "10",
-         "--batch-size", "8", "--lr", "0.003", "--knn-k", "3", "--out", str(out),
-         "--quiet"],
-        capture_output=True, text=True, timeout=900, env=env)
+    argv, env = _detect_command(root, out)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout, out
 
@@ -217,14 +222,185 @@ def test_repair_is_paired_and_removes_the_flags(detect_run):
     s = pd.read_parquet(out / "suspects.parquet")
     r = pd.read_parquet(out / "repair.parquet")
     assert set(r["count"]) == {0, 6} and (r["n_seeds"] == 2).all()
+    assert set(r["method"]) == {"remove", "relabel"}
+    assert len(r) == 2 * 2 * 10  # counts x methods x classes
     m = pd.read_parquet(out / "repair_metrics.parquet")
+    assert set(m["method"]) == {"remove", "relabel"}
     flags = s.groupby(["count", "seed"])["flag_cleanlab"].sum()
-    got = m.groupby(["count", "seed"])["n_removed"].first()
+    removal = m[m["method"] == "remove"]
+    got = removal.groupby(["count", "seed"])["n_removed"].first()
     pd.testing.assert_series_equal(got.sort_index(), flags.sort_index(),
                                    check_names=False, check_dtype=False)
-    cat = r[(r["class_name"] == "cat") & (r["count"] == 6)].iloc[0]
-    assert cat["n_poison_removed"] <= 6
+    # Relabelling changes the flagged images whose predicted class differs.
+    moved = (s["flag_cleanlab"] & (s["pred_label"] != s["given_label"])).groupby(
+        [s["count"], s["seed"]]).sum()
+    got = m[m["method"] == "relabel"].groupby(["count", "seed"])["n_relabelled"].first()
+    pd.testing.assert_series_equal(got.sort_index(), moved.sort_index(),
+                                   check_names=False, check_dtype=False)
+    assert moved.loc[6].min() > 0  # easy data: the flips are relabelled
+    cat = r[(r["class_name"] == "cat") & (r["count"] == 6)]
+    assert (cat["n_poison_removed"] <= 6).all()
+    relabel = cat[cat["method"] == "relabel"].iloc[0]
+    assert 0 < relabel["n_poison_restored"] <= relabel["n_poison_removed"]
+    assert cat[cat["method"] == "remove"]["n_poison_restored"].isna().all()
+    # Both repairs in the printed tables and the report.
+    stdout, _ = detect_run
+    assert "relabel" in stdout and "remove" in stdout
+    page = (out / "detect.md").read_text()
+    assert "| 6 | relabel | cat |" in page and "| 6 | remove | cat |" in page
     assert (out / "detect.html").exists() and (out / "detect_pr.png").exists()
+
+
+def _detect_config(argv):
+    from sweep.__main__ import config_from
+    from sweep.detect.cli import detect_parser
+    from sweep.detect.pipeline import DetectConfig
+
+    a = detect_parser(None).parse_args(argv)
+    return DetectConfig(sweep=config_from(a), folds=a.folds, fold_seed=a.fold_seed,
+                        knn_k=a.knn_k, repair_with=a.repair_with,
+                        repair_methods=tuple(a.repair_method.split(",")))
+
+
+def test_default_fingerprint_is_the_one_from_before_relabel_repairs():
+    """A run made before relabelling existed (removal only, no repair_methods)
+    must continue under this code: at the default, the fingerprint is the old
+    one (literal values computed on main at d93e593)."""
+    assert _detect_config(["--data", "sample"]).fingerprint() == "30775fa8d331"
+    # The lead's 10,000-image CIFAR-10 run (/work/runs/detect-10k).
+    lead = ["--data", "../shared/data/cifar10", "--train-size", "10000", "--seeds",
+            "3", "--epochs", "5", "--replicas-per-step", "12", "--out",
+            "/work/runs/detect-10k"]
+    assert _detect_config(lead).fingerprint() == "b8cc3dc2c065"
+    both = _detect_config(["--data", "sample", "--repair-method", "relabel,remove"])
+    assert both.repair_methods == ("remove", "relabel")
+    assert both.fingerprint() == "30775fa8d331"
+    one = _detect_config(["--data", "sample", "--repair-method", "remove"])
+    assert one.fingerprint() != "30775fa8d331"
+
+
+def test_relabel_replicas_train_on_the_relabelled_labels(detect_run, tmp_path,
+                                                         monkeypatch):
+    """train_repaired hands the engine, for a relabel replica, the given labels
+    with the flagged images set to their out-of-fold predicted class (all
+    images kept); for a removal replica, the given labels minus the flagged
+    images. Finished removal chunks (their names from before relabelling) are
+    reused: only the relabel replicas train."""
+    import shutil
+
+    from sweep import engine as engine_lib
+    from sweep import pipeline as run_lib
+    from sweep.detect.pipeline import train_repaired
+
+    _, reference = detect_run
+    root = reference.parent
+    monkeypatch.setenv("SWEEP_CACHE", str(root / "cache"))
+    c = _detect_config(["--data", str(root / "data"), "--counts", "6", "--seeds",
+                        "2", "--folds", "2", "--epochs", "2", "--batch-size", "8",
+                        "--replicas-per-step", "4"])
+    p = run_lib.prepare(c.sweep)
+    suspects = pd.read_parquet(reference / "suspects.parquet")
+    calls = []
+
+    class Recording:
+        def __init__(self, recipe, *args, **kwargs):
+            self.k = recipe.n_classes
+
+        def train(self, labels, keys, epochs, *, subsets, evaluate):
+            calls.append((np.asarray(labels), np.asarray(subsets.index),
+                          np.asarray(subsets.length)))
+            r = len(labels)
+            confusion = np.tile(np.eye(self.k, dtype=np.int32), (r, 1, 1))
+            epoch = engine_lib.EpochMetrics(np.zeros(r), np.zeros(r), np.zeros(r),
+                                            confusion)
+            return None, [epoch] * epochs, None
+
+    monkeypatch.setattr(engine_lib, "SubsetEngine", Recording)
+    grid = [(count, seed) for seed in (0, 1) for count in (0, 6)]  # replica order
+
+    def expected(count, seed):
+        g = suspects[(suspects["count"] == count) & (suspects["seed"] == seed)]
+        g = g.sort_values("index")
+        flag = g["flag_cleanlab"].to_numpy()
+        return flag, g["given_label"].to_numpy(), g["pred_label"].to_numpy()
+
+    out = tmp_path / "both"
+    (out / "chunks").mkdir(parents=True)
+    m = train_repaired(c, p, out, suspects, log=lambda s: None)
+    assert sorted(x.name for x in (out / "chunks").iterdir()) == [
+        "relabel-r00000-00003.parquet", "repair-r00000-00003.parquet"]
+    assert len(calls) == 2  # one chunk per method, removal first
+    (rm_labels, rm_index, rm_length), (rl_labels, rl_index, rl_length) = calls
+    n = len(p.train_labels)
+    changed = 0
+    for j, (count, seed) in enumerate(grid):
+        flag, given, pred = expected(count, seed)
+        np.testing.assert_array_equal(rl_labels[j], np.where(flag, pred, given))
+        assert rl_length[j] == n
+        np.testing.assert_array_equal(np.sort(rl_index[j]), np.arange(n))
+        np.testing.assert_array_equal(rm_labels[j], given)
+        assert rm_length[j] == n - flag.sum()
+        np.testing.assert_array_equal(rm_index[j, : rm_length[j]],
+                                      np.flatnonzero(~flag))
+        changed += int((rl_labels[j] != given).sum())
+    assert changed > 0
+    assert set(m["method"]) == {"remove", "relabel"}
+
+    # A folder with the removal chunk of an older run: only relabel trains,
+    # and the removal rows are that chunk's.
+    old = tmp_path / "old"
+    (old / "chunks").mkdir(parents=True)
+    shutil.copy(reference / "chunks" / "repair-r00000-00003.parquet",
+                old / "chunks")
+    calls.clear()
+    m = train_repaired(c, p, old, suspects, log=lambda s: None)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(calls[0][0], rl_labels)
+    real = pd.read_parquet(reference / "repair_metrics.parquet")
+    pd.testing.assert_frame_equal(
+        m[m["method"] == "remove"].dropna(axis=1, how="all").reset_index(drop=True),
+        real[real["method"] == "remove"].dropna(axis=1, how="all")
+        .reset_index(drop=True), check_dtype=False)  # concat with fake rows
+
+
+TABLES = ("suspects.parquet", "detection_seeds.parquet", "detection.parquet",
+          "repair_metrics.parquet", "repair.parquet")
+
+
+@pytest.mark.slow
+def test_a_killed_detect_run_continues_to_the_same_tables(detect_run, tmp_path):
+    """The same run as `detect_run`, killed (SIGKILL) once its first fold-model
+    chunk is on disk, then rerun: the finished chunk is kept, not retrained,
+    and the tables equal the uninterrupted run's."""
+    import time
+
+    _, reference = detect_run
+    out = tmp_path / "out"
+    argv, env = _detect_command(reference.parent, out)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 600
+        while not list((out / "chunks").glob("oof-*.npz")):
+            assert proc.poll() is None, "the run ended before its first chunk"
+            assert time.time() < deadline, "no chunk after 600 s"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    done_before = sorted((out / "chunks").glob("oof-*.npz"))
+    assert [p.name for p in done_before] == ["oof-r00000-00003.npz"]
+    assert not (out / "suspects.parquet").exists()
+    mtime = done_before[0].stat().st_mtime_ns
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "fold models 1-4 of 8" not in done.stderr  # kept, not retrained
+    assert "fold models 5-8 of 8" in done.stderr
+    assert done_before[0].stat().st_mtime_ns == mtime
+    for name in TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name),
+                                      pd.read_parquet(reference / name), obj=name)
 
 
 @pytest.mark.parametrize("args, says", [
@@ -233,6 +409,8 @@ def test_repair_is_paired_and_removes_the_flags(detect_run):
     (["--seeds", "1"], "detect needs --seeds 2 or more"),
     (["--poison-per-seed"], "--poison-per-seed is not supported"),
     (["--knn-k", "0"], "--knn-k must be at least 1"),
+    (["--repair-method", "magic"], "--repair-method must be one or both of"),
+    (["--repair-method", "remove,remove"], "--repair-method must be one or both of"),
 ])
 def test_bad_detect_options_are_one_line_errors(args, says, capsys):
     from sweep.__main__ import main
@@ -288,6 +466,28 @@ def test_repair_table_pairs_seeds_and_counts_what_was_removed():
     clean = r[(r["count"] == 0) & (r["class_name"] == "cat")].iloc[0]
     assert clean["n_poison_removed"] == 0 and clean["n_clean_source_removed"] == 2
     assert clean["poisoned_vs_clean"] == 0
+    assert (r["method"] == "remove").all()  # no method column: a removal
+
+    # Both repairs: rows per method, each paired with the same clean twins.
+    # Predicted classes: flipped image 0 -> its true class 0, clean image 2 ->
+    # class 1 (a clean cat given a wrong label), image 1 unflagged.
+    relabelled = frame((0, 10), lambda c, s, k: fixed[(c, s, k)] - 5.0)
+    both = pd.concat([repaired.assign(method="remove"),
+                      relabelled.assign(method="relabel")], ignore_index=True)
+    sus = pd.DataFrame(sus).assign(
+        given_label=lambda d: np.where(d["poisoned"], 1, d["true_label"]),
+        pred_label=lambda d: np.where(d["index"] == 2, 1, d["true_label"]))
+    r2 = repair_table(twins, both, sus, "cleanlab", source=0, level=0.95)
+    assert list(r2.drop_duplicates("method")["method"]) == ["remove", "relabel"]
+    pd.testing.assert_frame_equal(
+        r2[r2["method"] == "remove"].dropna(axis=1, how="all").reset_index(drop=True),
+        r.dropna(axis=1, how="all"))
+    row = r2[(r2["method"] == "relabel") & (r2["count"] == 10)
+             & (r2["class_name"] == "cat")].iloc[0]
+    assert row["repaired_vs_clean"] == pytest.approx(mean - 5.0)
+    assert row["poisoned_vs_clean"] == pytest.approx(
+        r[(r["count"] == 10) & (r["class_name"] == "cat")].iloc[0]["poisoned_vs_clean"])
+    assert row["n_poison_restored"] == 1 and row["n_clean_relabelled"] == 1
 
 
 def test_clean_suspects_table_lists_each_detectors_top_images():
@@ -309,3 +509,35 @@ def test_clean_suspects_table_lists_each_detectors_top_images():
     assert (table["flagged (mean over seeds)"] == 1.0).all()
     tops = table.iloc[:, 2]
     assert tops.str.startswith("104: b -> c").all()
+
+
+def test_pr_panel_shows_the_chance_line_at_small_poison_shares():
+    """50 flips in 2,000 images (2.5%): precision on a log scale, the chance
+    line inside the axes and labelled; the rate curve and suspect grid draw."""
+    from sweep.detect import report
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in (0, 1):
+        truth = np.zeros(2000, bool)
+        truth[rng.choice(2000, 50, replace=False)] = True
+        frame = {"count": 50, "seed": seed, "poisoned": truth}
+        for det in detectors.DETECTORS:
+            frame[f"score_{det}"] = rng.normal(size=2000) + 2.0 * truth
+        rows.append(pd.DataFrame(frame))
+    figure = report.figure_pr_curves(pd.concat(rows, ignore_index=True))
+    ax = figure.axes[0]
+    assert ax.get_yscale() == "log"
+    low, high = ax.get_ylim()
+    assert low < 0.025 < high
+    assert any("chance = poison share 2.5%" in t.get_text() for t in ax.texts)
+    report._png(figure)
+    detection = pd.DataFrame([
+        {"count": c, "detector": d, "metric": "recall_at_k", "mean": 0.5,
+         "ci_low": 0.3 if d != "ensemble" else np.nan,
+         "ci_high": 0.7 if d != "ensemble" else np.nan}
+        for c in (50, 500) for d in detectors.DETECTORS])
+    report._png(report.figure_detection_rate(detection))
+    images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    report._png(report.figure_suspects(images, [1, 2, 3], [1, 3, 3], [1, 2, 5],
+                                       list(CLASSES), title="t"))

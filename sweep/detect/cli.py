@@ -17,7 +17,8 @@ def detect_parser(parser_class):
         "(cleanlab), out-of-fold margin, area under the margin, deep k-NN and "
         "the ensemble over seeds score every training image; scores are graded "
         "against the known flips with intervals over seeds; the poisoned set "
-        "minus one detector's flags is retrained as a paired twin.")
+        "minus one detector's flags, and with them relabelled to the predicted "
+        "class, are retrained as paired twins.")
     p.set_defaults(counts=DEFAULT_COUNTS, seeds=4)
     g = p.add_argument_group("defence")
     g.add_argument("--folds", type=int, default=4, help="out-of-fold models per "
@@ -25,8 +26,12 @@ def detect_parser(parser_class):
     g.add_argument("--fold-seed", type=int, default=0, help="seed of the K-fold split")
     g.add_argument("--knn-k", type=int, default=10, help="neighbours of deep k-NN")
     g.add_argument("--repair-with", default="cleanlab", help=(
-        "detector whose flagged images the repair removes: cleanlab, margin, aum, "
-        "knn, ensemble, or none"))
+        "detector whose flagged images the repair removes or relabels: cleanlab, "
+        "margin, aum, knn, ensemble, or none"))
+    g.add_argument("--repair-method", default="remove,relabel", help=(
+        "repairs, each a paired twin of the seed's clean and poisoned replicas: "
+        "remove (retrain without the flagged images), relabel (retrain with them "
+        "labelled as their out-of-fold predicted class), or both (default)"))
     return p
 
 
@@ -37,7 +42,10 @@ def cmd_detect(argv: list[str], parser_class) -> int:
     args = detect_parser(parser_class).parse_args(argv)
     config = DetectConfig(sweep=config_from(args), folds=args.folds,
                           fold_seed=args.fold_seed, knn_k=args.knn_k,
-                          repair_with=args.repair_with)
+                          repair_with=args.repair_with,
+                          repair_methods=tuple(
+                              m.strip() for m in args.repair_method.split(",")
+                              if m.strip()))
     out = run_detect(config)
     from sweep.detect import report
 

@@ -5,8 +5,8 @@ train together in the engine and predict their held-out fold, so every image
 gets out-of-fold probabilities and features; their training margins give the
 area under the margin. The clean and poisoned full-data twins are an ordinary
 sweep (in `OUT/sweep/`), and the repaired replicas (the poisoned set minus one
-detector's flags) train with the twins' keys, so repaired - clean is paired
-like poisoned - clean.
+detector's flags, or with them relabelled to the out-of-fold predicted class)
+train with the twins' keys, so repaired - clean is paired like poisoned - clean.
 
 Results (OUT/): suspects.parquet, detection.parquet, detection_seeds.parquet,
 repair.parquet, repair_metrics.parquet, detect.json; chunks/ holds the
@@ -32,6 +32,14 @@ from sweep.detect import detectors, folds, scoring
 from sweep.errors import SweepError
 
 FOLD_STREAM = 1000  # fold replicas' key streams: 1000 + fold, apart from twins' 0
+# Repairs: retrain without the flagged images, or with them relabelled to the
+# out-of-fold predicted class. Their chunk files' prefixes ("repair-" is the
+# removal's name from before relabelling existed; kept so old runs resume).
+REPAIR_METHODS = ("remove", "relabel")
+REPAIR_FILES = {"remove": "repair", "relabel": "relabel"}
+# Options added after runs were made: left out of the fingerprint at their
+# default, so an older run's folder continues under the newer code.
+LATER_DEFAULTS = {"repair_methods": REPAIR_METHODS}
 
 
 @dataclass(frozen=True)
@@ -42,8 +50,9 @@ class DetectConfig:
     folds: int = 4  # out-of-fold models per count x seed
     fold_seed: int = 0  # the K-fold split (redrawn per training seed from this)
     knn_k: int = 10  # neighbours of deep k-NN
-    repair_with: str = "cleanlab"  # detector whose flags repair removes; "none"
+    repair_with: str = "cleanlab"  # detector whose flags repair; "none"
     level: float = 0.95  # intervals over seeds
+    repair_methods: tuple[str, ...] = REPAIR_METHODS  # remove and/or relabel
 
     def __post_init__(self):
         if self.folds < 2:
@@ -53,6 +62,14 @@ class DetectConfig:
         if self.repair_with not in (*detectors.DETECTORS, "none"):
             raise SweepError(f"--repair-with must be one of "
                              f"{', '.join((*detectors.DETECTORS, 'none'))}")
+        methods = tuple(self.repair_methods)
+        unknown = [m for m in methods if m not in REPAIR_METHODS]
+        if unknown or not methods or len(set(methods)) != len(methods):
+            raise SweepError(f"--repair-method must be one or both of "
+                             f"{', '.join(REPAIR_METHODS)}, each once")
+        # One canonical order: "relabel,remove" is the same run as the default.
+        object.__setattr__(self, "repair_methods",
+                           tuple(m for m in REPAIR_METHODS if m in methods))
         if self.sweep.poison_per_seed:
             raise SweepError("detect pools seeds (the ensemble, the suspect lists); "
                              "--poison-per-seed is not supported")
@@ -62,6 +79,9 @@ class DetectConfig:
     def fingerprint(self) -> str:
         d = asdict(self)
         d["sweep"] = self.sweep.fingerprint()
+        for name, default in LATER_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -289,13 +309,30 @@ def grade_detectors(suspects: pd.DataFrame) -> pd.DataFrame:
     return df.drop_duplicates(subset=["count", "detector", "seed"], ignore_index=True)
 
 
+def repair_inputs(method: str, given: np.ndarray, flag: np.ndarray, pred: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (N,), keep (N,) bool) a repaired replica trains on.
+
+    remove: the given labels, the flagged images left out; relabel: every
+    image, the flagged ones labelled with their out-of-fold predicted class.
+    """
+    if method == "remove":
+        return given, ~flag
+    if method == "relabel":
+        return np.where(flag, pred, given).astype(given.dtype), np.ones_like(flag)
+    raise ValueError(f"unknown repair method {method!r}")
+
+
 def train_repaired(c: DetectConfig, p, out: Path, suspects: pd.DataFrame, *, log
                    ) -> pd.DataFrame:
-    """Retrain each count x seed without the images `c.repair_with` flags.
+    """Retrain each count x seed repaired by every method of `c.repair_methods`:
+    without the images `c.repair_with` flags (remove), or with them relabelled
+    to the seed's out-of-fold predicted class (relabel).
 
     Same keys as the seed's clean and poisoned twins (stream 0 when paired), so
-    a repaired replica sees its twin's data order with the removed images left
-    out. Returns metrics rows like the sweep's (results.chunk_frames).
+    a removal replica sees its twin's data order with the removed images left
+    out, and each repair is paired like poisoned - clean. Returns metrics rows
+    like the sweep's (results.chunk_frames) with a `method` column.
     """
     from sweep import engine as engine_lib
 
@@ -304,89 +341,124 @@ def train_repaired(c: DetectConfig, p, out: Path, suspects: pd.DataFrame, *, log
     recipe = _recipe(p, sc)
     size = _chunk_size(sc, recipe, len(grid))
     flag_col = f"flag_{c.repair_with}"
-    keep = {(int(n), int(s)): ~g.sort_values("index")[flag_col].to_numpy()
-            for (n, s), g in suspects.groupby(["count", "seed"])}
+    flag, pred = {}, {}
+    for (n, s), g in suspects.groupby(["count", "seed"]):
+        g = g.sort_values("index")
+        flag[(int(n), int(s))] = g[flag_col].to_numpy(bool)
+        pred[(int(n), int(s))] = g["pred_label"].to_numpy()
     engine = None
     frames = []
-    for start in range(0, len(grid), size):
-        ids = list(range(start, min(start + size, len(grid))))
-        path = out / results.CHUNKS / f"repair-{results.chunk_id(ids)}.parquet"
-        if not path.exists():
-            if engine is None:
-                engine = engine_lib.SubsetEngine(recipe, p.train_images,
-                                                 p.dataset.test_images,
-                                                 p.dataset.test_labels)
-            t = time.time()
-            cells = [grid[i] for i in _pad(ids, size)]
-            seeds = np.array([s for _, s in cells])
-            streams = np.array([0 if sc.paired else 1 + n for n, _ in cells])
-            keys = engine_lib.replica_keys(seeds, streams)
-            labels = np.stack([p.labels[p.poison_key(s, n)] for n, s in cells])
-            sub = folds.keep_subsets(np.stack([keep[(n, s)] for n, s in cells]))
-            _, history, _ = engine.train(labels, keys, sc.epochs, subsets=sub,
-                                         evaluate="last")
-            metrics, _ = results.chunk_frames(
-                replicas=ids, counts=[grid[i][0] for i in ids],
-                seeds=[grid[i][1] for i in ids], paired=sc.paired,
-                class_names=p.dataset.class_names, history=history)
-            metrics["n_removed"] = metrics["replica"].map(
-                {i: int((~keep[grid[i]]).sum()) for i in ids})
-            results.write_parquet(metrics, path)
-            log(f"repaired replicas {ids[0] + 1}-{ids[-1] + 1} of {len(grid)}: "
-                f"{time.time() - t:.0f} s")
-        frames.append(pd.read_parquet(path))
+    for method in c.repair_methods:
+        prefix = REPAIR_FILES[method]
+        for start in range(0, len(grid), size):
+            ids = list(range(start, min(start + size, len(grid))))
+            path = out / results.CHUNKS / f"{prefix}-{results.chunk_id(ids)}.parquet"
+            if not path.exists():
+                if engine is None:
+                    engine = engine_lib.SubsetEngine(recipe, p.train_images,
+                                                     p.dataset.test_images,
+                                                     p.dataset.test_labels)
+                t = time.time()
+                cells = [grid[i] for i in _pad(ids, size)]
+                seeds = np.array([s for _, s in cells])
+                streams = np.array([0 if sc.paired else 1 + n for n, _ in cells])
+                keys = engine_lib.replica_keys(seeds, streams)
+                given = {cell: p.labels[p.poison_key(cell[1], cell[0])]
+                         for cell in set(cells)}
+                inputs = {cell: repair_inputs(method, given[cell], flag[cell],
+                                              pred[cell]) for cell in given}
+                labels = np.stack([inputs[cell][0] for cell in cells])
+                sub = folds.keep_subsets(np.stack([inputs[cell][1] for cell in cells]))
+                _, history, _ = engine.train(labels, keys, sc.epochs, subsets=sub,
+                                             evaluate="last")
+                metrics, _ = results.chunk_frames(
+                    replicas=ids, counts=[grid[i][0] for i in ids],
+                    seeds=[grid[i][1] for i in ids], paired=sc.paired,
+                    class_names=p.dataset.class_names, history=history)
+                changed = {i: int((~inputs[grid[i]][1]).sum()
+                                  + (inputs[grid[i]][0] != given[grid[i]]).sum())
+                           for i in ids}
+                column = "n_removed" if method == "remove" else "n_relabelled"
+                metrics[column] = metrics["replica"].map(changed)
+                results.write_parquet(metrics, path)
+                log(f"repaired replicas ({method}) {ids[0] + 1}-{ids[-1] + 1} of "
+                    f"{len(grid)}: {time.time() - t:.0f} s")
+            frame = pd.read_parquet(path)
+            frame["method"] = method  # removal chunks from before had no column
+            frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
 def repair_table(twins: pd.DataFrame, repaired: pd.DataFrame, suspects: pd.DataFrame,
                  detector: str, *, source: int, level: float) -> pd.DataFrame:
-    """Per count x class at the last epoch: poisoned - clean and repaired - clean
-    (and repaired - poisoned), paired over seeds, with t intervals; and what the
-    defence removed (flipped images caught, clean images and clean source-class
-    images thrown away), mean over seeds."""
+    """Per count x repair method x class at the last epoch: poisoned - clean and
+    repaired - clean (and repaired - poisoned), paired over seeds, with t
+    intervals; and what the defence flagged (flipped images caught, clean
+    images and clean source-class images hit), mean over seeds. Relabel rows
+    add the flagged flips given back their true class and the flagged clean
+    images given a wrong one.
+
+    `repaired` without a `method` column is a removal (runs from before
+    relabelling).
+    """
     from sweep import stats
 
     last = int(twins["epoch"].max())
     acc = twins[(twins["epoch"] == last) & ~twins["diverged"]]
     acc = acc.pivot_table(index=["count", "seed"], columns="class_id",
                           values="accuracy")
-    last_rep = repaired["epoch"] == repaired["epoch"].max()
-    rep = repaired[last_rep & ~repaired["diverged"]]
-    rep = rep.pivot_table(index=["count", "seed"], columns="class_id",
-                          values="accuracy")
+    if "method" not in repaired:
+        repaired = repaired.assign(method="remove")
     names = twins.drop_duplicates("class_id").set_index("class_id")["class_name"]
     flag = f"flag_{detector}"
-    s = suspects
-    removed = s.groupby(["count", "seed"]).apply(
-        lambda g: pd.Series({
+    methods = [m for m in REPAIR_METHODS if m in set(repaired["method"])]
+
+    def hit(g):
+        counts = {
             "n_removed": int(g[flag].sum()),
             "n_poison_removed": int((g[flag] & g["poisoned"]).sum()),
             "n_clean_removed": int((g[flag] & ~g["poisoned"]).sum()),
             "n_clean_source_removed": int(
-                (g[flag] & ~g["poisoned"] & (g["true_label"] == source)).sum()),
-        }), include_groups=False)
+                (g[flag] & ~g["poisoned"] & (g["true_label"] == source)).sum())}
+        if "relabel" in methods:
+            moved = g[flag] & (g["pred_label"] != g["given_label"])
+            counts["n_poison_restored"] = int(
+                (moved & g["poisoned"] & (g["pred_label"] == g["true_label"])).sum())
+            counts["n_clean_relabelled"] = int((moved & ~g["poisoned"]).sum())
+        return pd.Series(counts)
+
+    removed = suspects.groupby(["count", "seed"]).apply(hit, include_groups=False)
     rows = []
-    counts = sorted(rep.index.get_level_values("count").unique())
-    for count in counts:
-        seeds = [sd for sd in rep.loc[count].index
-                 if (0, sd) in acc.index and (count, sd) in acc.index]
-        clean = acc.loc[[(0, sd) for sd in seeds]].to_numpy()
-        pois = acc.loc[[(count, sd) for sd in seeds]].to_numpy()
-        fixed = rep.loc[[(count, sd) for sd in seeds]].to_numpy()
-        rem = removed.loc[[(count, sd) for sd in seeds]].mean()
-        for j, class_id in enumerate(acc.columns):
-            row = {"count": int(count), "class_id": int(class_id),
-                   "class_name": names[class_id], "detector": detector,
-                   "n_seeds": len(seeds), "clean_mean": clean[:, j].mean(),
-                   "poisoned_mean": pois[:, j].mean(),
-                   "repaired_mean": fixed[:, j].mean()}
-            for name, delta in (("poisoned_vs_clean", pois[:, j] - clean[:, j]),
-                                ("repaired_vs_clean", fixed[:, j] - clean[:, j]),
-                                ("repaired_vs_poisoned", fixed[:, j] - pois[:, j])):
-                mean, (low, high) = stats.t_interval(delta, level=level)
-                row.update({f"{name}": mean, f"{name}_low": low,
-                            f"{name}_high": high})
-            row.update({k: float(v) for k, v in rem.items()})
-            row["level"] = level
-            rows.append(row)
+    for method in methods:
+        r = repaired[repaired["method"] == method]
+        rep = r[(r["epoch"] == r["epoch"].max()) & ~r["diverged"]]
+        rep = rep.pivot_table(index=["count", "seed"], columns="class_id",
+                              values="accuracy")
+        for count in sorted(rep.index.get_level_values("count").unique()):
+            seeds = [sd for sd in rep.loc[count].index
+                     if (0, sd) in acc.index and (count, sd) in acc.index]
+            clean = acc.loc[[(0, sd) for sd in seeds]].to_numpy()
+            pois = acc.loc[[(count, sd) for sd in seeds]].to_numpy()
+            fixed = rep.loc[[(count, sd) for sd in seeds]].to_numpy()
+            rem = removed.loc[[(count, sd) for sd in seeds]].mean()
+            if method != "relabel":
+                rem = rem.drop(["n_poison_restored", "n_clean_relabelled"],
+                               errors="ignore")
+            for j, class_id in enumerate(acc.columns):
+                row = {"count": int(count), "method": method,
+                       "class_id": int(class_id), "class_name": names[class_id],
+                       "detector": detector, "n_seeds": len(seeds),
+                       "clean_mean": clean[:, j].mean(),
+                       "poisoned_mean": pois[:, j].mean(),
+                       "repaired_mean": fixed[:, j].mean()}
+                for name, delta in (
+                        ("poisoned_vs_clean", pois[:, j] - clean[:, j]),
+                        ("repaired_vs_clean", fixed[:, j] - clean[:, j]),
+                        ("repaired_vs_poisoned", fixed[:, j] - pois[:, j])):
+                    mean, (low, high) = stats.t_interval(delta, level=level)
+                    row.update({f"{name}": mean, f"{name}_low": low,
+                                f"{name}_high": high})
+                row.update({k: float(v) for k, v in rem.items()})
+                row["level"] = level
+                rows.append(row)
     return pd.DataFrame(rows)

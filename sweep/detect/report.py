@@ -47,15 +47,36 @@ def _ci(mean: float, low: float, high: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+STYLES = {"cleanlab": "-", "margin": "--", "aum": "-.", "knn": ":",
+          "ensemble": (0, (5, 1, 1, 1))}  # identical curves stay distinguishable
+MARKERS = {"cleanlab": "o", "margin": "s", "aum": "^", "knn": "D", "ensemble": "v"}
+
+
+def _share(x: float) -> str:
+    return f"{100 * x:.2g}%"
+
+
 def figure_pr_curves(suspects: pd.DataFrame) -> Figure:
     """Precision-recall curves per count (> 0), one line per detector, averaged
-    over seeds by interpolating precision at fixed recall."""
+    over seeds by interpolating precision at fixed recall.
+
+    Chance (precision = the poison share) is drawn and labelled; when a share
+    is under 10% (50 flips in 10,000 images: 0.5%) precision is on a log scale,
+    where the chance line and curves near it stay visible.
+    """
+    from matplotlib.ticker import FuncFormatter
+
     counts = sorted(c for c in suspects["count"].unique() if c > 0)
     figure = _figure(4.2 * max(1, len(counts)), 3.6)
     axes = figure.subplots(1, max(1, len(counts)), squeeze=False)[0]
     grid = np.linspace(0, 1, 101)
+    bases = {count: suspects[suspects["count"] == count].groupby("seed")[
+        "poisoned"].mean().mean() for count in counts}
+    log = bool(counts) and min(bases.values()) < 0.1
     for ax, count in zip(axes, counts):
         rows = suspects[suspects["count"] == count]
+        base = bases[count]
+        low = base / 2 if log else 0.0
         for det in detectors.DETECTORS:
             curves = []
             for _, g in rows.groupby("seed"):
@@ -68,34 +89,49 @@ def figure_pr_curves(suspects: pd.DataFrame) -> Figure:
                                        best[np.minimum(idx, len(best) - 1)], 0.0))
                 if det == "ensemble":
                     break  # identical for every seed
-            ax.plot(grid, np.mean(curves, 0), label=LABELS[det], lw=1.4)
-        base = rows.groupby("seed")["poisoned"].mean().mean()
-        ax.axhline(base, color="grey", ls=":", lw=1, label="chance")
-        ax.set(title=f"{count} flips", xlabel="recall", ylabel="precision",
-               xlim=(0, 1), ylim=(0, 1.02))
-    axes[0].legend(fontsize=7)
+            ax.plot(grid, np.maximum(np.mean(curves, 0), low), label=LABELS[det],
+                    lw=1.4, ls=STYLES[det])
+        ax.axhline(base, color="grey", ls=":", lw=1.2)
+        ax.annotate(f"chance = poison share {_share(base)}", xy=(0.98, base),
+                    xycoords=("axes fraction", "data"), xytext=(0, 2),
+                    textcoords="offset points", ha="right", va="bottom",
+                    fontsize=7, color="dimgrey")
+        ax.set(title=f"{count} flips", xlabel="recall", xlim=(0, 1),
+               ylabel="precision" + (" (log scale)" if log else ""))
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylim(low, 1.15)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        else:
+            ax.set_ylim(0, 1.02)
+    axes[0].legend(fontsize=7, loc="lower left" if log else "best")
     figure.suptitle("Precision-recall per count (interpolated, mean over seeds)",
                     fontsize=9)
     return figure
 
 
 def figure_detection_rate(detection: pd.DataFrame) -> Figure:
-    """Recall at k = count vs count, per detector, with intervals over seeds."""
+    """Recall at k = count vs count, per detector, with intervals over seeds
+    (detectors nudged apart on the count axis so equal values stay visible)."""
     figure = _figure(5.5, 3.8)
     ax = figure.subplots()
     d = detection[detection["metric"] == "recall_at_k"]
-    for det in detectors.DETECTORS:
+    n = len(detectors.DETECTORS)
+    for i, det in enumerate(detectors.DETECTORS):
         g = d[d["detector"] == det].sort_values("count")
         if g.empty:
             continue
         err = np.vstack([g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]])
-        err = np.where(np.isfinite(err), err, 0.0)
-        ax.errorbar(g["count"], g["mean"], yerr=err, marker="o", capsize=3,
-                    label=LABELS[det])
+        err = np.clip(np.where(np.isfinite(err), err, 0.0), 0.0, None)
+        nudge = 1.04 ** (i - (n - 1) / 2)
+        ax.errorbar(g["count"] * nudge, g["mean"], yerr=err, marker=MARKERS[det],
+                    ls=STYLES[det], capsize=3, label=LABELS[det])
     ax.set_xscale("log")
     counts = sorted(d["count"].unique())
     ax.set_xticks(counts, [str(c) for c in counts])
     ax.minorticks_off()
+    if counts:
+        ax.set_xlim(counts[0] / 1.5, counts[-1] * 1.5)
     ax.set(xlabel="flipped labels (count)", ylabel="share of flips in the top-count",
            ylim=(0, 1.02), title="How many flips before the defence sees them")
     ax.legend(fontsize=7)
@@ -111,13 +147,19 @@ def figure_suspects(images: np.ndarray, given, pred, truth, class_names, *,
     figure = _figure(1.35 * columns, 1.5 * rows + 0.4)
     axes = figure.subplots(rows, columns, squeeze=False)
     for i, ax in enumerate(axes.flat):
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
         if i < n:
             ax.imshow(images[i], interpolation="nearest")
             flipped = given[i] != truth[i]
             ax.set_title(f"{class_names[given[i]]} -> {class_names[pred[i]]}"
                          + (" *" if flipped else ""), fontsize=7,
                          color="red" if flipped else "black")
+            if flipped:  # a red frame: the planted flips stand out in the grid
+                for spine in ax.spines.values():
+                    spine.set(visible=True, color="red", linewidth=2.5)
     figure.suptitle(title, fontsize=9)
     return figure
 
@@ -153,21 +195,52 @@ def detection_table(detection: pd.DataFrame) -> pd.DataFrame:
                           if s.name == "detector" else s, ignore_index=True)
 
 
+REPAIRS = {"remove": "retrained without the flagged images",
+           "relabel": "retrained with the flagged images relabelled to their "
+                      "out-of-fold predicted class"}
+
+
 def repair_view(repair: pd.DataFrame, class_ids) -> pd.DataFrame:
+    """count x repair x class rows (removal first), deltas as 'mean [low, high]'
+    and what the flags hit (means over seeds). A table from before relabelling
+    (no `method` column) is all removals."""
     r = repair[repair["class_id"].isin(class_ids)]
+    if "method" not in r:
+        r = r.assign(method="remove")
+    order = {m: i for i, m in enumerate(REPAIRS)}
+    r = r.assign(_m=r["method"].map(order)).sort_values(
+        ["count", "_m", "class_id"], kind="stable")
 
     def cells(name):
         return [_ci(*v) for v in r[[name, f"{name}_low", f"{name}_high"]].values]
 
-    return pd.DataFrame({
-        "count": r["count"], "class": r["class_name"],
+    view = pd.DataFrame({
+        "count": r["count"], "repair": r["method"], "class": r["class_name"],
         "poisoned - clean": cells("poisoned_vs_clean"),
         "repaired - clean": cells("repaired_vs_clean"),
-        "removed": r["n_removed"].round(1),
+        "flagged": r["n_removed"].round(1),
         "flips caught": r["n_poison_removed"].round(1),
-        "clean removed": r["n_clean_removed"].round(1),
-        "clean source removed": r["n_clean_source_removed"].round(1),
+        "clean flagged": r["n_clean_removed"].round(1),
+        "clean source flagged": r["n_clean_source_removed"].round(1),
     })
+    if "n_poison_restored" in r:
+        # Relabel rows only (NaN, shown "-", for removals).
+        view["flips given true class"] = r["n_poison_restored"].round(1)
+        view["clean relabelled"] = r["n_clean_relabelled"].round(1)
+    return view.reset_index(drop=True)
+
+
+def _repair_intro(repair: pd.DataFrame) -> str:
+    det = repair["detector"].iloc[0]
+    methods = (list(dict.fromkeys(repair["method"])) if "method" in repair
+               else ["remove"])
+    return (f"Repair of what {det} flags, per repair: "
+            + "; ".join(f"{m}: {REPAIRS[m]}" for m in methods)
+            + ". Same keys as the seed's clean and poisoned twins (paired). "
+            "Accuracy change vs the clean twin, percentage points, mean over seeds "
+            "[t interval]; the flagged counts are means over seeds (both repairs "
+            "act on the same flags); 'clean relabelled' are clean images given "
+            "another class.")
 
 
 def clean_suspects_table(suspects: pd.DataFrame, class_names, n: int = 8
@@ -221,12 +294,9 @@ def repair_lines(out) -> list[str]:
         return ["no repair (--repair-with none)"]
     meta = _meta(out)
     repair = pd.read_parquet(path)
-    det = repair["detector"].iloc[0]
     view = repair_view(repair, [meta["source_id"], meta["target_id"]])
-    return [f"repair: retrained without the images {det} flags; accuracy change vs "
-            "the clean twin, percentage points, mean over seeds [t interval]; "
-            "removed counts are means over seeds",
-            view.to_string(index=False)]
+    return ["repair: " + _repair_intro(repair), view.to_string(index=False,
+                                                                na_rep="-")]
 
 
 def write_detect_report(out, *, n_top: int = 32) -> Path:
@@ -258,8 +328,8 @@ def write_detect_report(out, *, n_top: int = 32) -> Path:
         blocks.append(("p", "One poisoned count only: no detection-rate curve."))
     if (out / "repair.parquet").exists():
         repair = pd.read_parquet(out / "repair.parquet")
-        blocks.append(("h2", f"Repair: retrained without {repair['detector'].iloc[0]}"
-                       "'s flags"))
+        blocks.append(("h2", f"Repair: {repair['detector'].iloc[0]}'s flags"))
+        blocks.append(("p", _repair_intro(repair)))
         blocks.append(("table", repair_view(repair, [meta["source_id"],
                                                       meta["target_id"]])))
     training, why = load_training_set(
@@ -308,7 +378,7 @@ def _markdown(blocks) -> str:
         elif b[0] == "img":
             parts.append(f"![{b[2]}]({b[1]})")
         elif b[0] == "table":
-            t = b[1].astype(str)
+            t = b[1].astype(object).where(b[1].notna(), "-").astype(str)
             parts.append("\n".join(
                 ["| " + " | ".join(t.columns) + " |",
                  "| " + " | ".join("---" for _ in t.columns) + " |"]
