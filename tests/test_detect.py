@@ -47,6 +47,27 @@ def test_precision_recall_at_k_and_flags():
     assert np.isnan(p) and r == 0.0
 
 
+def test_precision_at_k_with_ties_is_the_mean_over_tie_orders():
+    """Tied scores (deep k-NN's shares) are not broken by position: the value
+    is the mean over every order within the tie, so listing the flips first
+    or last in the data gives the same answer."""
+    from itertools import permutations
+
+    scores = np.array([0.9, 0.5, 0.5, 0.5, 0.5, 0.1])
+    truth = np.array([0, 1, 1, 0, 0, 1], bool)
+    k = 3
+    tied = np.flatnonzero(scores == 0.5)
+    hits = []
+    for order in permutations(tied):
+        chosen = [0, *order[: k - 1]]
+        hits.append(truth[chosen].sum())
+    p, r = scoring.precision_recall_at_k(scores, truth, k)
+    assert p == pytest.approx(np.mean(hits) / k)
+    assert r == pytest.approx(np.mean(hits) / truth.sum())
+    flipped = scoring.precision_recall_at_k(scores[::-1].copy(), truth[::-1].copy(), k)
+    assert flipped == pytest.approx((p, r))
+
+
 def _hand_made(n_per_class=60, k=3, seed=0):
     """Probabilities that agree with the labels, except image 7: labelled 0 but
     the models are sure it is class 2 (a blatant flip)."""

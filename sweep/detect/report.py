@@ -166,13 +166,18 @@ def figure_suspects(images: np.ndarray, given, pred, truth, class_names, *,
 
 def top_suspects(suspects: pd.DataFrame, count: int, detector: str, n: int
                  ) -> pd.DataFrame:
-    """The n images with the highest mean score over seeds at `count`."""
+    """The n images with the highest mean score over seeds at `count`; ties
+    (deep k-NN's scores are shares of k) go to the lower out-of-fold
+    probability of the given label, not to whichever class the data lists
+    first."""
     rows = suspects[suspects["count"] == count]
     g = rows.groupby("index").agg(
         score=(f"score_{detector}", "mean"), given=("given_label", "first"),
         true=("true_label", "first"), pred=("ensemble_pred", "first"),
-        row=("row", "first"), poisoned=("poisoned", "first"))
-    return g.sort_values("score", ascending=False, kind="stable").head(n).reset_index()
+        row=("row", "first"), poisoned=("poisoned", "first"),
+        p_given=("p_given", "mean"))
+    g = g.sort_values(["score", "p_given"], ascending=[False, True], kind="stable")
+    return g.head(n).reset_index()
 
 
 def detection_table(detection: pd.DataFrame) -> pd.DataFrame:

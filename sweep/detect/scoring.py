@@ -25,17 +25,20 @@ def _check(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return scores, truth
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores; ties broken by index (stable)."""
-    return np.argsort(-np.asarray(scores, float), kind="stable")[:k]
-
-
 def precision_recall_at_k(scores, truth, k: int) -> tuple[float, float]:
-    """Precision and recall of the k most suspect images."""
+    """Precision and recall of the k most suspect images.
+
+    Scores tie (deep k-NN's are shares of k neighbours), and breaking ties by
+    position would favour whichever classes come first in the data; the value
+    is the expectation over a random order within the tie at the k-th score.
+    """
     scores, truth = _check(scores, truth)
     if k <= 0:
         return math.nan, math.nan
-    hits = truth[top_k(scores, k)].sum()
+    k = min(k, len(scores))
+    kth = np.sort(scores)[::-1][k - 1]
+    above, tie = scores > kth, scores == kth
+    hits = truth[above].sum() + (k - above.sum()) * truth[tie].sum() / tie.sum()
     n_pos = truth.sum()
     return float(hits / k), float(hits / n_pos) if n_pos else math.nan
 
