@@ -520,7 +520,7 @@ def test_clean_suspects_table_lists_each_detectors_top_images():
         for i in range(20):
             row = {"count": 0, "seed": seed, "index": i, "row": 100 + i,
                    "given_label": i % 3, "true_label": i % 3, "poisoned": False,
-                   "ensemble_pred": (i + (i == 4)) % 3}
+                   "ensemble_pred": (i + (i == 4)) % 3, "p_given": rng.uniform()}
             for det in detectors.DETECTORS:
                 row[f"score_{det}"] = rng.uniform() + 5.0 * (i == 4)
                 row[f"flag_{det}"] = i == 4
@@ -530,6 +530,19 @@ def test_clean_suspects_table_lists_each_detectors_top_images():
     assert (table["flagged (mean over seeds)"] == 1.0).all()
     tops = table.iloc[:, 2]
     assert tops.str.startswith("104: b -> c").all()
+
+
+def test_top_suspects_break_ties_by_the_given_labels_probability():
+    """Tied scores (deep k-NN's shares) go to the image the models find least
+    likely to carry its label, not to the first one in the data."""
+    from sweep.detect import report
+
+    frame = pd.DataFrame({
+        "count": 0, "seed": 0, "index": np.arange(4), "row": np.arange(4),
+        "given_label": 0, "true_label": 0, "poisoned": False, "ensemble_pred": 1,
+        "score_knn": [1.0, 1.0, 1.0, 0.2], "p_given": [0.30, 0.05, 0.20, 0.0]})
+    top = report.top_suspects(frame, 0, "knn", 3)
+    assert list(top["index"]) == [1, 2, 0]
 
 
 def test_pr_panel_shows_the_chance_line_at_small_poison_shares():
