@@ -26,15 +26,15 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweep import pipeline  # noqa: E402
 from sweep import stats  # noqa: E402
-from sweep.config import Config  # noqa: E402
+from sweep.experiment.config import Config  # noqa: E402
+from sweep.experiment.running import run_sweep  # noqa: E402
 
 
 def clean_accuracy(config: Config, out: Path) -> tuple[pd.Series, float]:
     """Last-epoch test accuracy per seed of the clean replicas, and seconds."""
     t0 = time.perf_counter()
-    pipeline.run(config.replace(out=str(out)), log=lambda s: None)
+    run_sweep.run(config.replace(out=str(out)), log=lambda s: None)
     seconds = time.perf_counter() - t0
     m = pd.read_parquet(out / "metrics.parquet")
     last = m[(m["epoch"] == m["epoch"].max()) & (m["count"] == 0)]
@@ -61,13 +61,13 @@ def main() -> int:
     seed_sd = float(np.std(f32.to_numpy(), ddof=1))
     import jax
 
-    from sweep import provenance
+    from sweep.results import environment as env_lib
 
-    commit = (provenance.git_commit(mark_dirty=True)
+    commit = (env_lib.git_commit(mark_dirty=True)
               or os.environ.get("SWEEP_GIT_COMMIT"))
     result = {
         "commit": commit,
-        "versions": provenance.versions(("jax", "jaxlib", "flax", "optax", "numpy")),
+        "versions": env_lib.versions(("jax", "jaxlib", "flax", "optax", "numpy")),
         "device": jax.devices()[0].device_kind,
         "backend": jax.default_backend(),
         "data": args.data, "train_size": args.train_size,

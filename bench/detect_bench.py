@@ -28,7 +28,7 @@ import numpy as np
 
 def main() -> None:
     from sweep import engine
-    from sweep.detect import folds
+    from sweep.defences.detect import folds
 
     a = argparse.ArgumentParser()
     a.add_argument("--n", type=int, default=1000, help="training images")

@@ -1,6 +1,6 @@
 """SimpleCNN written the plain `flax.linen` way: the benches' context baseline.
 
-The same layers as `sweep.model` (conv 32/64/128 + ReLU + max pool, dense 512,
+The same layers as `sweep.engine.simple_cnn` (conv 32/64/128 + ReLU + max pool, dense 512,
 dropout, dense 10) with Flax's own initialisers; only for timing beside it.
 """
 

@@ -32,11 +32,12 @@ import numpy as np  # noqa: E402
 
 
 def engine_heads_per_s(x, y, test_x, test_y, r: int, epochs: int) -> dict:
-    from sweep import engine, head
+    from sweep import engine
+    from sweep.engine import transfer_head
 
     recipe = engine.Recipe(n_train=len(x), n_classes=2, batch_size=10, lr=1e-3,
                            dropout=0.5, eval_batch_size=len(test_y))
-    eng = engine.Engine(recipe, x, test_x, test_y, spec=head.spec(x.shape[1]))
+    eng = engine.Engine(recipe, x, test_x, test_y, spec=transfer_head.spec(x.shape[1]))
     keys = engine.replica_keys(np.arange(r), np.zeros(r))
     labels = np.broadcast_to(y, (r, len(y))).copy()
     t0 = time.perf_counter()

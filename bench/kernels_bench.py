@@ -62,18 +62,19 @@ from bench import flax_cnn
 from bench import kernel_baselines as baselines
 from kernels import conv, pool
 from kernels.select import choose
-from sweep import model, provenance
+from sweep.engine import simple_cnn
+from sweep.results import environment as env_lib
 
 IMAGE = (32, 32, 3)
 CLASSES = 10
 DROPOUT = 0.5
 # conv1..conv3 (in, out) channels, for the header's "auto" column.
-CONVS = tuple((s[2], s[3]) for name, _, s in model.LAYOUT if name.startswith("conv"))
+CONVS = tuple((s[2], s[3]) for name, _, s in simple_cnn.LAYOUT if name.startswith("conv"))
 
 
-def init_params(key: jax.Array, replicas: int) -> model.Params:
+def init_params(key: jax.Array, replicas: int) -> simple_cnn.Params:
     """SimpleCNN parameters as the engine draws them, one init per replica."""
-    return jax.vmap(model.init)(jax.random.split(key, replicas))
+    return jax.vmap(simple_cnn.init)(jax.random.split(key, replicas))
 
 
 def layer_conv_impl(conv_impl: str, in_channels: int) -> str:
@@ -83,10 +84,10 @@ def layer_conv_impl(conv_impl: str, in_channels: int) -> str:
     return conv_impl
 
 
-def bench_layers(impls: tuple[str, str, str], dtype) -> model.Layers:
-    """`model.batched_layers` with each layer's formulation chosen, baselines too."""
+def bench_layers(impls: tuple[str, str, str], dtype) -> simple_cnn.Layers:
+    """`simple_cnn.batched_layers` with each layer's formulation chosen, baselines too."""
     conv_impl, pool_impl, dense_impl = impls
-    return model.batched_layers("auto", jnp.dtype(dtype).name)._replace(
+    return simple_cnn.batched_layers("auto", jnp.dtype(dtype).name)._replace(
         conv=lambda x, w, b: baselines.conv3x3(
             x, w, b, impl=layer_conv_impl(conv_impl, x.shape[-1]), compute_dtype=dtype
         ),
@@ -100,20 +101,20 @@ def bench_layers(impls: tuple[str, str, str], dtype) -> model.Layers:
 def forward(params, x, dropout_key, *, impls: tuple[str, str, str], dtype):
     """Replica-batched SimpleCNN logits: x (R, B, 32, 32, 3) -> (R, B, 10)."""
     keys = jax.random.split(dropout_key, x.shape[0])
-    return model.apply(params, x, layers=bench_layers(impls, dtype),
+    return simple_cnn.apply(params, x, layers=bench_layers(impls, dtype),
                        dropout=DROPOUT, dropout_key=keys)
 
 
 # The plain single model, with the reshape pool the batched model uses: the
 # baseline should differ from a replica only in the replica axis.
-SINGLE_LAYERS = model.single_layers()._replace(
+SINGLE_LAYERS = simple_cnn.single_layers()._replace(
     pool=lambda x: pool.maxpool2(x, impl="reshape")
 )
 
 
 def forward_single(params, x, dropout_key):
     """One plain model, no replica axis: x (B, 32, 32, 3) -> (B, 10)."""
-    return model.apply(params, x, layers=SINGLE_LAYERS, dropout=DROPOUT,
+    return simple_cnn.apply(params, x, layers=SINGLE_LAYERS, dropout=DROPOUT,
                        dropout_key=dropout_key)
 
 
@@ -328,7 +329,7 @@ def parse_caps(text: str) -> dict[str, int]:
 
 def commit_id() -> str | None:
     """The checkout's commit, or $SWEEP_GIT_COMMIT where the copy has no .git."""
-    found = provenance.git_commit(mark_dirty=True)
+    found = env_lib.git_commit(mark_dirty=True)
     if found:
         return found
     given = os.environ.get("SWEEP_GIT_COMMIT")
@@ -561,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": os.getloadavg(),
         "machine": platform.machine(),
         "python": sys.version.split()[0],
-        "versions": provenance.versions(("jax", "jaxlib", "flax", "optax", "numpy")),
+        "versions": env_lib.versions(("jax", "jaxlib", "flax", "optax", "numpy")),
         "commit": commit_id(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "batch": args.batch,
@@ -589,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     # The baseline: one plain model, re-timed beside every R so that it sees the
     # same background load as the cases it is compared with.
     x1, y1 = data((args.batch,))
-    params1 = model.init(jax.random.key(0))
+    params1 = simple_cnn.init(jax.random.key(0))
     single = Case("single", 1, make_step(forward_single, tx), params1, tx, x1, y1)
     context = []
     if not args.no_flax:

@@ -8,7 +8,7 @@ time of the full attack matrix projected onto 1, 8 and 64 GPUs.
    images, batch 128) timed in three fresh processes: (a) one CPU device as
    today; (b) one of 4 virtual CPU devices
    (``XLA_FLAGS=--xla_force_host_platform_device_count=4``); (c) the replica
-   axis sharded over those 4 (``sweep.sharding``). Steady state, median of
+   axis sharded over those 4 (``sweep.engine.sharding``). Steady state, median of
    ``--repeats`` epochs after a compiling one, ``block_until_ready`` inside the
    clock. Virtual devices share this host's cores, so (c)/(a) measures what the
    sharding costs, not a speed-up.
@@ -22,7 +22,7 @@ time of the full attack matrix projected onto 1, 8 and 64 GPUs.
 
        T(G) = start + compile + ceil(chunks / G) x (chunk compute + write + task)
        chunk compute = chunk replicas x epochs x (N_train / train_rate + N_test / eval_rate)
-       chunks = max(G, ceil(replicas / fit)), fit = sweep.estimates' per-device estimate
+       chunks = max(G, ceil(replicas / fit)), fit = sweep.engine.memory's per-device estimate
 
    train_rate and eval_rate (replica-images/s on one GPU) come from
    ``--gpu-json``, a ``bench/train_bench.py`` JSON measured on a GPU; without one
@@ -174,7 +174,7 @@ def ray_worker() -> None:
     def cold_import():
         import jax as j
 
-        import sweep.pipeline  # noqa: F401  (imports JAX, as a chunk task does)
+        import sweep.experiment.prepare  # noqa: F401  (imports JAX, as a chunk task does)
 
         return len(j.devices())
 
@@ -193,7 +193,7 @@ def ray_worker() -> None:
 
 
 def projection(gpu: dict, measured: dict, cpu_compile_s: float) -> dict:
-    from sweep.estimates import BYTES_PER_REPLICA_FIXED, BYTES_PER_REPLICA_IMAGE
+    from sweep.engine.memory import BYTES_PER_REPLICA_FIXED, BYTES_PER_REPLICA_IMAGE
 
     m = MATRIX
     replicas = m["seeds"] * (1 + m["pairs"] * m["counts"])
@@ -229,7 +229,7 @@ def gpu_rates(path: str | None) -> dict:
                 "eval_rate": res["engine_eval"]["replica_images_per_s"],
                 "compile_s": max(r["compile_s"] for r in res["scaling"]["rows"]),
                 "bytes": ASSUMED_GPU_BYTES}
-    from sweep.estimates import TRAIN_FLOPS_PER_IMAGE
+    from sweep.experiment.running.time_warning import TRAIN_FLOPS_PER_IMAGE
 
     train = ASSUMED_GPU_TFLOPS * 1e12 / TRAIN_FLOPS_PER_IMAGE
     return {"source": f"ASSUMED: {ASSUMED_GPU_TFLOPS:g} TFLOP/s sustained per H100, "
@@ -274,7 +274,7 @@ def markdown(res: dict) -> str:
         "seeds + 8 shared clean), 5 epochs, 50,000 / 10,000 images. Per-GPU rates: "
         f"{p['inputs']['source']}; train {p['inputs']['train_rate']:,.0f}, eval "
         f"{p['inputs']['eval_rate']:,.0f} replica-img/s; {p['fit_per_gpu']} replicas "
-        "fit one 80 GB GPU (sweep.estimates' estimate).", "",
+        "fit one 80 GB GPU (sweep.engine.memory's estimate).", "",
         "| GPUs | chunks | replicas/chunk | waves | projected wall time | compute share |",
         "|---:|---:|---:|---:|---:|---:|",
     ]

@@ -34,7 +34,7 @@ evaluation on 10,000 test images each epoch) at the chunk size the sweep
 would use here.
 
 ``--full-sweep`` instead runs that default sweep end to end through
-``sweep.pipeline.run`` on real data (``--data``), twice by default: the second run
+``sweep.experiment.running.run_sweep.run`` on real data (``--data``), twice by default: the second run
 finds its compilations in a persistent compilation cache, so it shows the
 sweep without most of its compile time. Meant for a GPU (~10 s); on CPU it
 takes hours, so it refuses there without ``--force``.
@@ -67,7 +67,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from sweep import engine as engine_lib  # noqa: E402
-from sweep import provenance  # noqa: E402
+from sweep.results import environment as env_lib  # noqa: E402
 
 BATCH = 128
 BENCH_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch")
@@ -602,13 +602,13 @@ def time_torch(data: dict, replicas: int, steps: int, warmup: int, log) -> dict:
 def sweep_chunk_size(replicas: int = SWEEP_REPLICAS) -> tuple[int, str]:
     """The replicas per step the sweep would pick here for the default grid."""
     try:
-        from sweep.chunking import chunks
-        from sweep.estimates import auto_replicas_per_step
+        from sweep.engine.memory import auto_replicas_per_step
+        from sweep.experiment.running.train_local import chunks
 
         size = auto_replicas_per_step(BATCH, EVAL_BATCH)
-        return len(chunks(list(range(replicas)), size)[0]), "sweep.estimates.auto_replicas_per_step"
+        return len(chunks(list(range(replicas)), size)[0]), "sweep.engine.memory.auto_replicas_per_step"
     except Exception as e:  # the sweep's API moved: say so, guess
-        return min(replicas, 16), f"guess (sweep.pipeline unavailable: {e})"
+        return min(replicas, 16), f"guess (sweep.engine.memory unavailable: {e})"
 
 
 def estimate_full_sweep(train_row: dict, eval_row: dict, init_s: float, chunk: int) -> dict:
@@ -783,19 +783,19 @@ def environment(argv: list[str]) -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat("T", "seconds"),
         "command": " ".join(shlex.quote(a) for a in ["python", "bench/train_bench.py", *argv]),
-        "commit": (provenance.git_commit(mark_dirty=True)
+        "commit": (env_lib.git_commit(mark_dirty=True)
                    or (os.environ["SWEEP_GIT_COMMIT"] + " (from SWEEP_GIT_COMMIT)"
                        if os.environ.get("SWEEP_GIT_COMMIT") else None)),
         "backend": jax.default_backend(),
         "device_kind": dev.device_kind,
         "device_count": jax.device_count(),
         "platform": platform.platform(),
-        "cpu_model": provenance.cpu_model(),
+        "cpu_model": env_lib.cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "load_average_at_start": os.getloadavg(),
         "other_jobs_at_start": other_jobs(),
-        "versions": provenance.versions(BENCH_PACKAGES),
+        "versions": env_lib.versions(BENCH_PACKAGES),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
@@ -877,8 +877,8 @@ def write_outputs(res: dict, md: str, json_path: Path, log) -> None:
 
 
 def full_sweep(args, env: dict, log) -> int:
-    from sweep import pipeline
-    from sweep.config import Config
+    from sweep.experiment.config import Config
+    from sweep.experiment.running import run_sweep
 
     if not args.data and not os.environ.get("SWEEP_DATA"):
         log("--full-sweep needs real data: --data PATH (a CIFAR-10 folder)")
@@ -911,7 +911,7 @@ def full_sweep(args, env: dict, log) -> int:
         for i in range(args.sweep_runs):
             out = Path(tmp) / f"run{i}"
             t0 = time.perf_counter()
-            pipeline.run(cfg.replace(out=str(out)), log=lambda s: log(f"  sweep: {s}"))
+            run_sweep.run(cfg.replace(out=str(out)), log=lambda s: log(f"  sweep: {s}"))
             wall = time.perf_counter() - t0
             manifest = json.loads((out / "manifest.json").read_text())
             timings = manifest.get("timings", {})

@@ -19,15 +19,18 @@ import dataclasses
 import difflib
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from sweep.config import Config
+import pandas as pd
+
 from sweep.errors import SweepError
-
-if TYPE_CHECKING:  # pandas loads in seconds; `python -m sweep --help` need not wait
-    import pandas as pd
+from sweep.experiment.config import Config
+from sweep.experiment.running import run_sweep
+from sweep.experiment.running.progress import Progress
+from sweep.report import write
+from sweep.results.load import load_results
 
 # Command-line spellings that are not Config field names.
 ALIASES = {"dtype": "compute_dtype"}
@@ -83,12 +86,7 @@ def run_config(config: Config, *, resume: bool = False, progress: bool = True,
                log: Callable[[str], None] | None = None,
                on_facts: Callable | None = None) -> Results:
     """`run` for a ready Config (what the command line calls)."""
-    import sys
-
-    from sweep import pipeline
-    from sweep.progress import Progress
-
-    out = pipeline.run(
+    out = run_sweep.run(
         config, resume=resume, progress=Progress() if progress else None,
         on_facts=on_facts, log=log or (lambda s: print(s, file=sys.stderr)),
     )
@@ -97,9 +95,7 @@ def run_config(config: Config, *, resume: bool = False, progress: bool = True,
 
 def load(path: str | os.PathLike) -> Results:
     """The results of a finished sweep's folder (refuses a missing or partial one)."""
-    from sweep import stats
-
-    return Results(stats.load_results(path).path)
+    return Results(load_results(path).path)
 
 
 class Results:
@@ -129,8 +125,6 @@ class Results:
 
     def _table(self, name: str) -> pd.DataFrame:
         if name not in self._tables:
-            import pandas as pd
-
             path = self.path / f"{name}.parquet"
             if not path.exists():
                 raise SweepError(f"{self.path} has no {name}.parquet")
@@ -158,9 +152,7 @@ class Results:
 
         Also rewrites summary.parquet at `level`, as `python -m sweep report` does.
         """
-        from sweep import report
-
-        path = report.write_report(self.path, level=level, threshold=threshold)
+        path = write.write_report(self.path, level=level, threshold=threshold)
         self._tables.pop("summary", None)
         return path
 
@@ -170,8 +162,6 @@ class Results:
         The same numbers as the report at the same level and threshold; nothing
         is written.
         """
-        from sweep.report import write
-
         analysis = write.analyse(self.path, level=level, threshold=threshold)
         drawn, _ = write.plan_figures(analysis, level=level)
         return {name.removesuffix(".png"): draw() for name, _, draw in drawn}
@@ -179,8 +169,6 @@ class Results:
     def plot_dose_response(self, *, level: float = 0.95,
                            threshold: float | None = None):
         """Accuracy change vs flipped labels per class (the report's first figure)."""
-        from sweep.report import write
-
         analysis = write.analyse(self.path, level=level, threshold=threshold)
         drawn, _ = write.plan_figures(analysis, level=level, only="dose_response.png")
         return drawn[0][2]()

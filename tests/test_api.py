@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 import sweep
 from sweep import api
-from sweep.__main__ import config_from, run_parser
+from sweep.cli.main import config_from, run_parser
 from sweep.errors import SweepError
 
 ROOT = Path(__file__).resolve().parents[1]

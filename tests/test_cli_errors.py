@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep import data
-from sweep import pipeline
-from sweep.__main__ import main
+from sweep.cli.main import main
+from sweep.experiment.running import train_local, train_ray
 from tests.fixtures_data import (
     encode_image,
     write_cifar_batches,
@@ -66,7 +66,8 @@ def _isolated(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         pytest.fail("training started although the input is bad")
 
-    monkeypatch.setattr(pipeline, "train_chunks", no_training)
+    monkeypatch.setattr(train_local, "train_chunks", no_training)
+    monkeypatch.setattr(train_ray, "train_chunks", no_training)
 
 
 # Data makers: tmp_path -> what --data gets.
@@ -312,7 +313,17 @@ CASES = [
           _test_split_without(5)),
     _case("optimizer-unknown", _run("--optimizer", "adamm"), 2,
           "--optimizer 'adamm' names 'adamm', which is not an optax function"),
+    _case("optimizer-learning-rate-text",
+          _run("--optimizer", "adam(learning_rate='x')"), 2,
+          "gives adam learning_rate='x'; it takes a number or an optax schedule"),
+    _case("optimizer-fails-when-applied", _run("--optimizer", "sgd(0.1, momentum='a')"),
+          2, "--optimizer \"sgd(0.1, momentum='a')\" fails when applied"),
     # Other commands.
+    _case("detect-folds-over-images",
+          ["detect", *_run("--seeds", "2", "--folds", "100000")], 2,
+          "--folds 100000 is more than the 100 training images"),
+    _case("detect-folds-one", ["detect", *_run("--seeds", "2", "--folds", "1")], 2,
+          "--folds must be at least 2, got 1"),
     _case("report-missing-folder", ["report", "{tmp}/no-such-results"], 2,
           "no-such-results does not exist"),
     _case("report-on-a-file", ["report", "{file}"], 2, "is not a folder"),
@@ -335,7 +346,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     argv, maker, code, fragment, tiny_data, tmp_path, capsys
 ):
     if argv[0] == "verify":
-        from sweep import commands
+        from sweep.cli import commands
 
         if not hasattr(commands, "cmd_verify"):
             pytest.skip("sweep verify is not written yet")

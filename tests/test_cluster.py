@@ -30,7 +30,7 @@ def sweep_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_cluster_spec_is_checked():
-    from sweep.cluster import parse_cluster
+    from sweep.experiment.config import parse_cluster
 
     assert parse_cluster("ray") is None
     assert parse_cluster("ray://head:10001") == "ray://head:10001"
@@ -40,11 +40,11 @@ def test_cluster_spec_is_checked():
 
 
 def test_missing_ray_is_one_line(monkeypatch):
-    from sweep import cluster
+    from sweep.experiment.running import train_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # what an absent package does
     with pytest.raises(SweepError, match=r'pip install -e "\.\[ray\]"'):
-        cluster.import_ray()
+        train_ray.import_ray()
 
 
 @pytest.fixture(scope="module")

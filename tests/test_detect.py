@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweep.detect import detectors, folds, scoring
+from sweep.defences.detect import detectors, folds, scoring
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 pytest.importorskip("cleanlab")
@@ -273,9 +273,9 @@ def test_repair_is_paired_and_removes_the_flags(detect_run):
 
 
 def _detect_config(argv):
-    from sweep.__main__ import config_from
-    from sweep.detect.cli import detect_parser
-    from sweep.detect.pipeline import DetectConfig
+    from sweep.cli.detect_command import detect_parser
+    from sweep.cli.main import config_from
+    from sweep.defences.detect.detect_run import DetectConfig
 
     a = detect_parser(None).parse_args(argv)
     return DetectConfig(sweep=config_from(a), folds=a.folds, fold_seed=a.fold_seed,
@@ -310,8 +310,8 @@ def test_relabel_replicas_train_on_the_relabelled_labels(detect_run, tmp_path,
     import shutil
 
     from sweep import engine as engine_lib
-    from sweep import pipeline as run_lib
-    from sweep.detect.pipeline import train_repaired
+    from sweep.defences.detect.detect_run import train_repaired
+    from sweep.experiment import prepare as prepare_lib
 
     _, reference = detect_run
     root = reference.parent
@@ -319,7 +319,7 @@ def test_relabel_replicas_train_on_the_relabelled_labels(detect_run, tmp_path,
     c = _detect_config(["--data", str(root / "data"), "--counts", "6", "--seeds",
                         "2", "--folds", "2", "--epochs", "2", "--batch-size", "8",
                         "--replicas-per-step", "4"])
-    p = run_lib.prepare(c.sweep)
+    p = prepare_lib.prepare(c.sweep)
     suspects = pd.read_parquet(reference / "suspects.parquet")
     calls = []
 
@@ -434,7 +434,7 @@ def test_a_killed_detect_run_continues_to_the_same_tables(detect_run, tmp_path):
     (["--repair-method", "remove,remove"], "--repair-method must be one or both of"),
 ])
 def test_bad_detect_options_are_one_line_errors(args, says, capsys):
-    from sweep.__main__ import main
+    from sweep.cli.main import main
 
     assert main(["detect", "--data", "sample", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -443,7 +443,7 @@ def test_bad_detect_options_are_one_line_errors(args, says, capsys):
 
 def test_repair_table_pairs_seeds_and_counts_what_was_removed():
     from sweep import stats
-    from sweep.detect.pipeline import repair_table
+    from sweep.defences.detect.detect_run import repair_table
 
     rng = np.random.default_rng(0)
     seeds, classes = [0, 1, 2], ["cat", "dog"]
@@ -512,7 +512,7 @@ def test_repair_table_pairs_seeds_and_counts_what_was_removed():
 
 
 def test_clean_suspects_table_lists_each_detectors_top_images():
-    from sweep.detect import report
+    from sweep.defences.detect import detect_report as report
 
     rng = np.random.default_rng(0)
     rows = []
@@ -535,7 +535,7 @@ def test_clean_suspects_table_lists_each_detectors_top_images():
 def test_top_suspects_break_ties_by_the_given_labels_probability():
     """Tied scores (deep k-NN's shares) go to the image the models find least
     likely to carry its label, not to the first one in the data."""
-    from sweep.detect import report
+    from sweep.defences.detect import detect_report as report
 
     frame = pd.DataFrame({
         "count": 0, "seed": 0, "index": np.arange(4), "row": np.arange(4),
@@ -548,7 +548,7 @@ def test_top_suspects_break_ties_by_the_given_labels_probability():
 def test_pr_panel_shows_the_chance_line_at_small_poison_shares():
     """50 flips in 2,000 images (2.5%): precision on a log scale, the chance
     line inside the axes and labelled; the rate curve and suspect grid draw."""
-    from sweep.detect import report
+    from sweep.defences.detect import detect_report as report
 
     rng = np.random.default_rng(0)
     rows = []

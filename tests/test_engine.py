@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from sweep import engine, model
+from sweep import engine
+from sweep.engine import simple_cnn
 
 N_TRAIN, BATCH, R = 192, 64, 3
 
@@ -23,15 +24,15 @@ def tiny():
 
 def train_alone(recipe, images, labels, init_key, shuffle_key, dropout_key, epochs):
     """One replica, the plain way: Python loops, unbatched layers, real short batches."""
-    layers = model.single_layers()
+    layers = simple_cnn.single_layers()
     tx = optax.adam(recipe.lr)
-    params = model.init(init_key)
+    params = simple_cnn.init(init_key)
     opt_state = tx.init(params)
 
     @jax.jit
     def step(params, opt_state, x, y, key):
         def loss_fn(p):
-            logits = model.apply(p, x, layers=layers, dropout=recipe.dropout,
+            logits = simple_cnn.apply(p, x, layers=layers, dropout=recipe.dropout,
                                  dropout_key=key)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
@@ -44,7 +45,7 @@ def train_alone(recipe, images, labels, init_key, shuffle_key, dropout_key, epoc
         perm = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n))
         for start in range(0, n, recipe.batch_size):
             idx = perm[start : start + recipe.batch_size]
-            x = model.normalize(jnp.asarray(images[idx]))
+            x = simple_cnn.normalize(jnp.asarray(images[idx]))
             key = jax.random.fold_in(dropout_key, step_count)
             params, opt_state = step(params, opt_state, x, jnp.asarray(labels[idx]), key)
             step_count += 1
@@ -87,12 +88,12 @@ def test_replica_in_sweep_equals_replica_trained_alone(tiny, kernel):
             # SIMD path XLA picks, so float32 rounding is all that may differ
             # (Adam can blow a rounding-level gradient up to one lr-sized step
             # on a near-zero-gradient weight, hence a distance, not allclose).
-            assert_same_trajectory(mine, lone, model.init(keys.init[r]), 1e-5)
+            assert_same_trajectory(mine, lone, simple_cnn.init(keys.init[r]), 1e-5)
         else:
             # Grouped convolutions sum in another order as R changes, and Adam
             # turns near-zero gradients' rounding into whole steps for a few
             # weights; the trajectory must still be the same one.
-            assert_same_trajectory(mine, lone, model.init(keys.init[r]), 1e-3)
+            assert_same_trajectory(mine, lone, simple_cnn.init(keys.init[r]), 1e-3)
         np.testing.assert_allclose(history[-1].train_loss[r],
                                    alone_history[-1].train_loss[0], rtol=1e-5)
         np.testing.assert_array_equal(history[-1].confusion[r],
@@ -105,18 +106,18 @@ def test_batched_gradients_equal_the_plain_single_model(kernel):
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.uniform(-1, 1, (2, 8, 32, 32, 3)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 10, (2, 8)))
-    params = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 2))
+    params = jax.vmap(simple_cnn.init)(jax.random.split(jax.random.key(0), 2))
     drop = jax.random.split(jax.random.key(1), 2)
-    batched = model.batched_layers(kernel)
+    batched = simple_cnn.batched_layers(kernel)
 
     def loss_batched(p):
-        logits = model.apply(p, x, layers=batched, dropout=0.5, dropout_key=drop)
+        logits = simple_cnn.apply(p, x, layers=batched, dropout=0.5, dropout_key=drop)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(-1).sum()
 
     grads = jax.grad(loss_batched)(params)
     for r in range(2):
         def loss_single(p):
-            logits = model.apply(p, x[r], layers=model.single_layers(), dropout=0.5,
+            logits = simple_cnn.apply(p, x[r], layers=simple_cnn.single_layers(), dropout=0.5,
                                  dropout_key=drop[r])
             return optax.softmax_cross_entropy_with_integer_labels(logits, y[r]).mean()
 
@@ -141,7 +142,7 @@ def test_engine_follows_the_plain_training_loop(tiny):
     for r in range(2):
         alone = train_alone(recipe, images[:n], labels[r, :n], keys.init[r],
                             keys.shuffle[r], keys.dropout[r], epochs=2)
-        init = model.init(keys.init[r])
+        init = simple_cnn.init(keys.init[r])
         assert_same_trajectory(replica(state.params, r), alone, init, 0.05)
         other = replica(state.params, 1 - r)  # same check on the other replica fails
         assert distance(other, alone) > 0.5 * distance(alone, init)
@@ -160,8 +161,8 @@ def test_metrics_are_consistent_with_a_direct_evaluation(tiny):
     np.testing.assert_array_equal(m.confusion.sum(2)[0], np.bincount(test_y, minlength=10))
     for r in range(R):
         p = jax.tree.map(lambda x: x[r], state.params)
-        logits = model.apply(p, model.normalize(jnp.asarray(test_x)),
-                             layers=model.single_layers())
+        logits = simple_cnn.apply(p, simple_cnn.normalize(jnp.asarray(test_x)),
+                             layers=simple_cnn.single_layers())
         pred = np.asarray(logits.argmax(-1))
         expected = np.zeros((10, 10), int)
         np.add.at(expected, (test_y, pred), 1)
@@ -203,8 +204,8 @@ def test_epoch_covers_every_image_once_per_replica():
 
 
 def test_parameter_count_is_the_reference_models():
-    params = model.init(jax.random.key(0))
-    assert sum(x.size for x in jax.tree.leaves(params)) == model.N_PARAMS == 1_147_466
+    params = simple_cnn.init(jax.random.key(0))
+    assert sum(x.size for x in jax.tree.leaves(params)) == simple_cnn.N_PARAMS == 1_147_466
     shapes = {k: v["w"].shape for k, v in params.items()}
     assert shapes["fc1"] == (2048, 512) and shapes["fc2"] == (512, 10)
 
@@ -224,8 +225,8 @@ def test_pytorch_default_init_distribution():
     """
     from scipy import stats
 
-    params = model.init(jax.random.key(1))
-    assert [name for name, _, _ in model.LAYOUT] == list(params)
+    params = simple_cnn.init(jax.random.key(1))
+    assert [name for name, _, _ in simple_cnn.LAYOUT] == list(params)
     gain = np.sqrt(2.0 / (1 + 5.0))
     seen = []
     for name, leaves in params.items():
@@ -254,7 +255,7 @@ def test_dropout_keeps_with_probability_one_minus_rate_and_scales_survivors():
     x = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, (64, 512)), jnp.float32)
     key = jax.random.key(11)
     for rate in (0.2, 0.5):
-        y = np.asarray(model.single_layers().dropout(x, rate, key))
+        y = np.asarray(simple_cnn.single_layers().dropout(x, rate, key))
         # Independent: keep where a uniform draw from the same key is below
         # 1 - rate (what a Bernoulli(1 - rate) is), survivors divided by 1 - rate.
         keep = np.asarray(jax.random.uniform(key, x.shape)) < 1 - rate
@@ -267,9 +268,9 @@ def test_dropout_keeps_with_probability_one_minus_rate_and_scales_survivors():
         np.testing.assert_allclose(y.mean(), float(x.mean()), rtol=0.02)
     # Batched: each replica its own key, the same as the single-replica layer.
     xs, keys = jnp.stack([x, x]), jax.random.split(key, 2)
-    ys = model.batched_layers().dropout(xs, 0.5, keys)
+    ys = simple_cnn.batched_layers().dropout(xs, 0.5, keys)
     for r in range(2):
-        np.testing.assert_array_equal(ys[r], model.single_layers().dropout(x, 0.5, keys[r]))
+        np.testing.assert_array_equal(ys[r], simple_cnn.single_layers().dropout(x, 0.5, keys[r]))
     assert not np.array_equal(ys[0], ys[1])
 
 

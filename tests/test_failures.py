@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweep import data, engine, pipeline
-from sweep.__main__ import main
-from sweep.config import Config
+from sweep import data, engine
+from sweep.cli.main import main
+from sweep.experiment.config import Config
+from sweep.experiment.running import run_sweep
 from tests.fixtures_data import write_parquet_dataset
 
 CAT = 3
@@ -112,7 +113,7 @@ def diverged_sweep(tiny_data, tmp_path_factory):
     mp.setattr(engine.Engine, "init",
                lambda self, keys: with_nan_params(original_init(self, keys), 3))
     try:
-        out = pipeline.run(tiny_config(tiny_data, root / "diverged", replicas_per_step=6),
+        out = run_sweep.run(tiny_config(tiny_data, root / "diverged", replicas_per_step=6),
                       log=lambda s: None)
     finally:
         mp.undo()
@@ -196,7 +197,7 @@ def test_out_of_memory_falls_back_to_smaller_chunks(tiny_data, tmp_path, fits_tw
     config = tiny_config(tiny_data, tmp_path / "oom", seeds=4, epochs=1,
                          replicas_per_step=8)
     logged = []
-    out = pipeline.run(config, log=logged.append)
+    out = run_sweep.run(config, log=logged.append)
     assert fits_two == [8, 4, 2, 2, 2, 2]
     assert logged == ["out of device memory; retrying with 4 replicas per step",
                       "out of device memory; retrying with 2 replicas per step"]
@@ -210,7 +211,7 @@ def test_out_of_memory_falls_back_to_smaller_chunks(tiny_data, tmp_path, fits_tw
 
     # Exactly what a sweep told to use 2 replicas per step computes.
     fits_two.clear()
-    reference = pipeline.run(config.replace(out=str(tmp_path / "ref"), replicas_per_step=2),
+    reference = run_sweep.run(config.replace(out=str(tmp_path / "ref"), replicas_per_step=2),
                         log=lambda s: None)
     assert fits_two == [2, 2, 2, 2]
     for table in ("metrics", "confusion", "summary"):
@@ -249,5 +250,5 @@ def test_other_device_errors_are_not_mistaken_for_memory(tiny_data, tmp_path,
     monkeypatch.setattr(engine.Engine, "train", train)
     config = tiny_config(tiny_data, tmp_path / "out", replicas_per_step=6)
     with pytest.raises(jax.errors.JaxRuntimeError, match="something else broke"):
-        pipeline.run(config, log=lambda s: None)
+        run_sweep.run(config, log=lambda s: None)
     assert asked == [6]  # no retry at a smaller size

@@ -7,14 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sweep import engine, head
+from sweep import engine
+from sweep.engine import transfer_head
 
 N, D, BATCH, R = 45, 12, 10, 3  # 45: the last batch of each epoch is short (5)
 
 
 @pytest.fixture(scope="module")
 def keras():
-    from sweep import backbones
+    from sweep.experiment.transfer import backbones
 
     os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is first imported
     pytest.importorskip("keras")
@@ -36,7 +37,7 @@ def keras_head(keras, params):
     m = keras.Sequential([
         keras.Input((D,)),
         keras.layers.Flatten(),
-        keras.layers.Dense(head.HIDDEN, activation="relu"),
+        keras.layers.Dense(transfer_head.HIDDEN, activation="relu"),
         keras.layers.Dense(1, activation="sigmoid"),
     ])
     m.set_weights([np.asarray(params[k][p]) for k in ("fc1", "fc2") for p in "wb"])
@@ -56,7 +57,7 @@ def test_head_in_engine_matches_keras_fit(keras):
     epochs = 3
     recipe = engine.Recipe(n_train=N, n_classes=2, batch_size=BATCH, lr=1e-3,
                            dropout=0.0, eval_batch_size=7)
-    eng = engine.Engine(recipe, x, test_x, test_y, spec=head.spec(D))
+    eng = engine.Engine(recipe, x, test_x, test_y, spec=transfer_head.spec(D))
     keys = engine.replica_keys(np.array([3, 4, 5]), np.zeros(R))
     init = eng.init(keys).params
     state, history = eng.train(labels, keys, epochs)
@@ -82,8 +83,8 @@ def test_rmsprop_matches_keras_step_by_step(keras):
     rng = np.random.default_rng(2)
     w = rng.normal(size=(5, 3)).astype(np.float32)
     grads = [rng.normal(size=(5, 3)).astype(np.float32) * s for s in (1, 1e-3, 10)]
-    tx = head.rmsprop(1e-3)
-    mine, state = jnp.asarray(w), head.rmsprop(1e-3).init(jnp.asarray(w))
+    tx = transfer_head.rmsprop(1e-3)
+    mine, state = jnp.asarray(w), transfer_head.rmsprop(1e-3).init(jnp.asarray(w))
     var = keras.Variable(w)
     opt = keras.optimizers.RMSprop()
     opt.build([var])
@@ -101,14 +102,14 @@ def test_binary_cross_entropy_is_keras(keras):
     theirs = keras.losses.binary_crossentropy(
         np.asarray(y, np.float32)[:, None], np.asarray(jax.nn.sigmoid(logits))
     )
-    np.testing.assert_allclose(head.binary_cross_entropy(logits, y),
+    np.testing.assert_allclose(transfer_head.binary_cross_entropy(logits, y),
                                np.asarray(theirs), rtol=1e-5)
 
 
 def test_head_replica_with_dropout_equals_head_alone():
     """Batched heads, dropout on, equal each head's own unbatched step."""
     x, labels, _, _ = features_and_labels()
-    spec = head.spec(D)
+    spec = transfer_head.spec(D)
     keys = jax.random.split(jax.random.key(0), R)
     params = jax.vmap(spec.init)(keys)
     drop = jax.random.split(jax.random.key(1), R)
@@ -123,8 +124,8 @@ def test_head_replica_with_dropout_equals_head_alone():
     grads = jax.grad(batched_loss)(params)
     for r in range(R):
         def loss(p):
-            logits = head.apply(p, xb[r], dropout=0.5, dropout_key=drop[r])
-            return head.binary_cross_entropy(logits, y[r]).mean()
+            logits = transfer_head.apply(p, xb[r], dropout=0.5, dropout_key=drop[r])
+            return transfer_head.binary_cross_entropy(logits, y[r]).mean()
 
         alone = jax.grad(loss)(jax.tree.map(lambda a: a[r], params))
         for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(grads), strict=True):
@@ -132,7 +133,7 @@ def test_head_replica_with_dropout_equals_head_alone():
 
 
 def test_head_init_is_keras_glorot_uniform():
-    p = head.init(jax.random.key(0), 2048)
+    p = transfer_head.init(jax.random.key(0), 2048)
     limit = np.sqrt(6 / (2048 + 256))
     w = np.asarray(p["fc1"]["w"])
     assert w.shape == (2048, 256) and np.abs(w).max() <= limit

@@ -1,45 +1,78 @@
 """The layering the package promises, checked on its source and its types.
 
-Lower layers import nothing from higher ones (`kernels/` knows nothing of
-`sweep`, the engine nothing of configs or poisoning), and the engine's Recipe
-takes its training fields from the Config by name, so the two cannot drift.
+The layers and the absence of import cycles (lazy imports included) are
+import-linter contracts in pyproject.toml; the tests here run the real tool on
+the tree, and on a copy with one bad import planted, so a contract that could
+never fail would show. What import-linter cannot say is checked directly: one
+name per module, modules that fit one sitting, and the engine's Recipe taking
+its fields from the Config by name.
 """
 
-import ast
 import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-import kernels
-from sweep import config as config_lib
 from sweep import engine
-from sweep import pipeline
+from sweep.experiment import config as config_lib
+from sweep.experiment import prepare as prepare_lib
 
-SWEEP = Path(pipeline.__file__).parent
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module a Python file imports, at any depth of its code."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = (ROOT / "sweep", ROOT / "kernels")
+LINT = Path(sys.executable).with_name("lint-imports")
 
 
-@pytest.mark.parametrize("path", sorted(Path(kernels.__file__).parent.glob("*.py")),
-                         ids=lambda p: p.name)
-def test_kernels_import_nothing_from_sweep(path):
-    found = {n for n in imported_modules(path) if n.split(".")[0] == "sweep"}
-    assert not found, f"{path.name} imports {found}"
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """import-linter over the packages under `root`, with pyproject's contracts."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(
+        [str(LINT), "--config", str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )
 
 
-def test_engine_knows_no_config_and_no_poisoning():
-    found = imported_modules(SWEEP / "engine.py")
-    assert not found & {"sweep.config", "sweep.poison", "sweep.pipeline", "sweep.data"}
+def modules() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in pkg.rglob("*.py"))
+
+
+def test_import_contracts_hold():
+    run = lint_imports(ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "0 broken" in run.stdout
+
+
+@pytest.mark.parametrize(("module", "planted"), [
+    # An upward import hidden in a function: data must not know the experiment.
+    ("sweep/data/subset.py", "from sweep.experiment import config"),
+    # A cycle inside one layer: summary imports design, so design may not
+    # import summary back.
+    ("sweep/stats/design.py", "from sweep.stats import summary"),
+], ids=["upward", "cycle"])
+def test_contracts_catch_a_planted_import(tmp_path, module, planted):
+    for name in ("sweep", "kernels"):
+        shutil.copytree(ROOT / name, tmp_path / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.parquet"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    with open(tmp_path / module, "a") as f:
+        f.write(f"\n\ndef _planted():\n    {planted}  # noqa\n")
+    run = lint_imports(tmp_path)
+    assert run.returncode != 0 and "broken" in run.stdout.lower(), run.stdout
+
+
+def test_no_two_modules_share_a_name():
+    names = Counter(p.stem for p in modules() if p.stem not in ("__init__", "__main__"))
+    assert [n for n, k in names.items() if k > 1] == []
+
+
+def test_modules_fit_one_sitting():
+    long = {str(p.relative_to(ROOT)): n for p in modules()
+            if (n := len(p.read_text().splitlines())) > 600}
+    assert long == {}
 
 
 def test_recipe_takes_every_shared_field_from_the_config():
@@ -51,15 +84,15 @@ def test_recipe_takes_every_shared_field_from_the_config():
     changed = config_lib.Config(batch_size=64, lr=3e-4, dropout=0.25,
                                 kernel="vmap", compute_dtype="bfloat16",
                                 eval_batch_size=500)
-    recipe = pipeline.recipe_for(changed, n_train=1000, n_classes=10, n_test=800)
+    recipe = prepare_lib.recipe_for(changed, n_train=1000, n_classes=10, n_test=800)
     for name in recipe_fields & config_fields:
         assert getattr(recipe, name) == getattr(changed, name), name
     assert (recipe.n_train, recipe.n_classes) == (1000, 10)
 
 
 def test_recipe_batches_are_clamped_to_the_data():
-    recipe = pipeline.recipe_for(config_lib.Config(), n_train=100, n_classes=10,
-                                n_test=50)
+    recipe = prepare_lib.recipe_for(config_lib.Config(), n_train=100, n_classes=10,
+                                    n_test=50)
     assert (recipe.batch_size, recipe.eval_batch_size) == (100, 50)
 
 
@@ -67,6 +100,6 @@ def test_recipe_defaults_are_the_config_defaults():
     # The engine is usable on its own (tests, bench) with the reference recipe;
     # it must be the same recipe a default sweep runs.
     default = engine.Recipe(n_train=50_000, n_classes=10)
-    built = pipeline.recipe_for(config_lib.Config(), n_train=50_000, n_classes=10,
-                               n_test=10_000)
+    built = prepare_lib.recipe_for(config_lib.Config(), n_train=50_000,
+                                   n_classes=10, n_test=10_000)
     assert default == built

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from sweep import data, lock
+from sweep import data
 from sweep.errors import SweepError
+from sweep.results import lock
 from tests.fixtures_data import synthetic_dataset, write_parquet_dataset
 
 

@@ -10,23 +10,26 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sweep import matrix
-from sweep import pipeline as run_lib
-from sweep.config import Config
+from sweep import results, stats
 from sweep.errors import SweepError
+from sweep.experiment import config as config_lib
+from sweep.experiment import prepare as prepare_lib
+from sweep.experiment.attacks import attack_pairs
+from sweep.experiment.config import Config
+from sweep.experiment.running import run_sweep
 from tests.fixtures_data import shared_slice, write_parquet_dataset
 
 
 def test_grid_one_pair_is_the_old_layout():
-    grid = run_lib.Grid(counts=(0, 5, 20), seeds=(3, 4), paired=True)
+    grid = prepare_lib.Grid(counts=(0, 5, 20), seeds=(3, 4), paired=True)
     old = [(seed, count) for seed in (3, 4) for count in (0, 5, 20)]
     assert [grid.replica(i) for i in range(grid.size)] == old
-    unpaired = run_lib.Grid(counts=(0, 5, 20), seeds=(3, 4), paired=False)
+    unpaired = prepare_lib.Grid(counts=(0, 5, 20), seeds=(3, 4), paired=False)
     assert [unpaired.stream(i) for i in range(6)] == [1, 6, 21, 1, 6, 21]
 
 
 def test_grid_shares_one_clean_replica_per_seed():
-    grid = run_lib.Grid(counts=(0, 5, 20), seeds=(0, 1), paired=False, n_pairs=3)
+    grid = prepare_lib.Grid(counts=(0, 5, 20), seeds=(0, 1), paired=False, n_pairs=3)
     cells = [grid.cell(i) for i in range(grid.size)]
     assert grid.size == 2 * (1 + 3 * 2)
     assert [c for c in cells if c[1] == -1] == [(0, -1, 0), (1, -1, 0)]
@@ -40,15 +43,15 @@ def test_grid_shares_one_clean_replica_per_seed():
 
 def test_pairs_parse_and_resolve():
     names = ("airplane", "automobile", "bird")
-    assert matrix.resolve_pairs(("bird:airplane", "1:2"), "x", "y", names) == (
+    assert attack_pairs.resolve_pairs(("bird:airplane", "1:2"), "x", "y", names) == (
         (2, 0), (1, 2))
-    assert len(matrix.resolve_pairs(("all",), "x", "y", names)) == 6
-    assert matrix.resolve_pairs(None, "bird", "automobile", names) == ((2, 1),)
+    assert len(attack_pairs.resolve_pairs(("all",), "x", "y", names)) == 6
+    assert attack_pairs.resolve_pairs(None, "bird", "automobile", names) == ((2, 1),)
     for bad in (("bird",), ("bird:bird",), ("all", "bird:airplane"), ("a:b:c",)):
         with pytest.raises(SweepError):
-            matrix.parse_pairs(bad)
+            config_lib.parse_pairs(bad)
     with pytest.raises(SweepError, match="repeats"):
-        matrix.resolve_pairs(("bird:airplane", "2:0"), "x", "y", names)
+        attack_pairs.resolve_pairs(("bird:airplane", "2:0"), "x", "y", names)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def data_dir(tmp_path_factory):
 def sweep(data_dir, out, **changes) -> pd.DataFrame:
     config = Config(data=str(data_dir), counts=("4",), seeds=2, epochs=1,
                     replicas_per_step=1, out=str(out), **changes)
-    run_lib.run(config, log=lambda s: None)
+    run_sweep.run(config, log=lambda s: None)
     return out
 
 
@@ -72,7 +75,7 @@ def test_matrix_shares_clean_twins_and_summarizes_per_pair(data_dir, tmp_path):
     assert len(replicas) == 6
     clean = replicas[replicas["count"] == 0]
     assert sorted(clean["seed"]) == [0, 1]
-    assert (clean["source"] == matrix.CLEAN).all() and (clean["target"] == -1).all()
+    assert (clean["source"] == results.CLEAN).all() and (clean["target"] == -1).all()
     assert set(map(tuple, replicas.loc[replicas["count"] > 0, ["source", "target"]]
                    .to_numpy().tolist())) == {(3, 5), (9, 1)}
     summary = pd.read_parquet(out / "summary.parquet")
@@ -81,16 +84,36 @@ def test_matrix_shares_clean_twins_and_summarizes_per_pair(data_dir, tmp_path):
     poisoned = pd.read_parquet(out / "poisoned.parquet")
     assert set(poisoned["source"]) == {3, 9}
     # The report draws the heatmaps and ranks both pairs.
-    from sweep import report
+    from sweep.report import write as report
 
     html = report.write_report(out)
     assert (out / "matrix_source.png").stat().st_size > 0
     text = (out / "report.md").read_text()
     assert "cat -> dog" in text and "truck -> automobile" in text
     assert html.name == "report.html"
-    from sweep.__main__ import main
+    from sweep.cli.main import main
 
     assert main(["report", str(out)]) == 0  # the CLI: no one-pair headlines to print
+
+
+def test_verify_checks_a_matrix_folder(data_dir, tmp_path, capsys):
+    """verify rebuilds every pair's poisoned sets and the matrix grid's cells; a
+    pair's set altered on disk fails, naming the pair."""
+    from sweep.cli.main import main
+
+    out = sweep(data_dir, tmp_path / "m", pairs=("cat:dog", "truck:automobile"))
+    assert main(["verify", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "ok   poisoned.parquet: the configuration's 2 poisoned set(s)" in text
+    assert "classes 3->5, 9->1" in text
+    assert "exactly the grid's 6 (pair, count, seed) cells" in text
+    poisoned = pd.read_parquet(out / "poisoned.parquet")
+    gone = poisoned.index[poisoned["source"] == 9][0]
+    poisoned.drop(index=gone).to_parquet(out / "poisoned.parquet")
+    assert main(["verify", str(out)]) == 1
+    fails = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("FAIL")]
+    assert any("truck->automobile count 4 (1 index(es) differ" in ln for ln in fails)
+    assert not any("cat->dog" in ln for ln in fails)
 
 
 def test_each_pair_equals_its_one_pair_sweep(data_dir, tmp_path):
@@ -104,7 +127,7 @@ def test_each_pair_equals_its_one_pair_sweep(data_dir, tmp_path):
     a = pd.read_parquet(one / "metrics.parquet")
     b = pd.read_parquet(as_pair / "metrics.parquet")
     pd.testing.assert_frame_equal(a, b, check_exact=True)
-    mm = matrix.pair_slice(pd.read_parquet(m / "metrics.parquet"), 3, 5)
+    mm = stats.pair_slice(pd.read_parquet(m / "metrics.parquet"), 3, 5)
     pd.testing.assert_frame_equal(
         mm[numbers].reset_index(drop=True), a[numbers].reset_index(drop=True),
         check_exact=True)
@@ -132,4 +155,4 @@ def test_percent_counts_that_differ_per_pair_are_refused(tmp_path):
                     counts=("40%",), seeds=1, epochs=1, out=str(tmp_path / "o"),
                     pairs=("class_0:class_1", "class_1:class_0"))
     with pytest.raises(SweepError, match="absolute counts"):
-        run_lib.prepare(config)
+        prepare_lib.prepare(config)

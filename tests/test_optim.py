@@ -6,9 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-from sweep import checkpoints, engine, optim, results
-from sweep.config import Config
+from sweep import engine, results
+from sweep.engine import optim
 from sweep.errors import SweepError
+from sweep.experiment.config import Config
+from sweep.experiment.running import checkpoints
 
 CLIP = "clip_by_global_norm(0.05), adam"
 
@@ -127,7 +129,7 @@ def test_clipped_replica_in_a_chunk_equals_it_trained_alone(tiny):
     for r in range(3):
         own = engine.ReplicaKeys(*(k[r : r + 1] for k in keys))
         alone, _ = eng.train(labels[r : r + 1], own, epochs=1)
-        init = jax.vmap(engine.model.init)(own.init)
+        init = jax.vmap(engine.simple_cnn.init)(own.init)
         travelled = np.sqrt(sum(np.sum((np.asarray(a) - np.asarray(b)) ** 2) for a, b in
                                 zip(jax.tree.leaves(alone.params), jax.tree.leaves(init))))
         gap = np.sqrt(sum(np.sum((np.asarray(a[r]) - np.asarray(b[0])) ** 2) for a, b in

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep import data, poison
-from sweep.config import Config
+from sweep import data
 from sweep.errors import SweepError
+from sweep.experiment.attacks import label_flips
+from sweep.experiment.config import Config
 
 CAT, DOG = 3, 5
 NAMES = data.CIFAR10_CLASSES
@@ -22,8 +23,8 @@ def labels() -> np.ndarray:
 
 
 def flip(labels, count, **kw):
-    kw.setdefault("rng", poison.poison_rng(0, None))
-    return poison.poison_labels(labels, source=CAT, target=DOG, count=count, **kw)
+    kw.setdefault("rng", label_flips.poison_rng(0, None))
+    return label_flips.poison_labels(labels, source=CAT, target=DOG, count=count, **kw)
 
 
 def test_flip_changes_exactly_count_source_labels_to_target(labels):
@@ -45,7 +46,7 @@ def test_poisoned_sets_are_nested(labels, selection, strategy):
     sets = []
     for count in (1, 5, 10, 30):
         _, idx = flip(labels, count, selection=selection, strategy=strategy,
-                      rng=poison.poison_rng(3, None))
+                      rng=label_flips.poison_rng(3, None))
         sets.append(set(idx.tolist()))
     for small, large in zip(sets, sets[1:]):
         assert small < large
@@ -57,13 +58,13 @@ def test_first_takes_the_first_source_images_in_dataset_order(labels):
 
 
 def test_random_selection_depends_on_the_poison_seed_only(labels):
-    a = flip(labels, 10, rng=poison.poison_rng(1, None))[1]
-    b = flip(labels, 10, rng=poison.poison_rng(1, None))[1]
-    c = flip(labels, 10, rng=poison.poison_rng(2, None))[1]
+    a = flip(labels, 10, rng=label_flips.poison_rng(1, None))[1]
+    b = flip(labels, 10, rng=label_flips.poison_rng(1, None))[1]
+    c = flip(labels, 10, rng=label_flips.poison_rng(2, None))[1]
     assert np.array_equal(a, b) and not np.array_equal(np.sort(a), np.sort(c))
     # Redrawn per training seed: distinct draws for distinct training seeds.
-    d = flip(labels, 10, rng=poison.poison_rng(1, 0))[1]
-    e = flip(labels, 10, rng=poison.poison_rng(1, 1))[1]
+    d = flip(labels, 10, rng=label_flips.poison_rng(1, 0))[1]
+    e = flip(labels, 10, rng=label_flips.poison_rng(1, 1))[1]
     assert not np.array_equal(np.sort(d), np.sort(e))
 
 
@@ -82,10 +83,10 @@ def test_swap_moves_count_each_way_and_keeps_class_sizes(labels):
 
 
 def test_counts_resolve_absolute_and_percent_with_clean_first():
-    assert poison.resolve_counts(("50", "5"), available=5000) == (0, 5, 50)
-    assert poison.resolve_counts(("1%", "2.5%", "10%"), available=5000) == (
+    assert label_flips.resolve_counts(("50", "5"), available=5000) == (0, 5, 50)
+    assert label_flips.resolve_counts(("1%", "2.5%", "10%"), available=5000) == (
         0, 50, 125, 500)
-    assert poison.resolve_counts(("0",), available=10) == (0,)
+    assert label_flips.resolve_counts(("0",), available=10) == (0,)
 
 
 @pytest.mark.parametrize(
@@ -103,16 +104,16 @@ def test_counts_resolve_absolute_and_percent_with_clean_first():
 )
 def test_impossible_counts_are_refused(specs, message):
     with pytest.raises(SweepError, match=message):
-        poison.resolve_counts(specs, available=5000)
+        label_flips.resolve_counts(specs, available=5000)
 
 
 def test_classes_resolve_by_name_or_id_and_unknown_ones_are_refused():
-    assert poison.resolve_class("Cat", NAMES) == CAT
-    assert poison.resolve_class("5", NAMES) == DOG
+    assert data.resolve_class("Cat", NAMES) == CAT
+    assert data.resolve_class("5", NAMES) == DOG
     with pytest.raises(SweepError, match="unknown class 'kitten'"):
-        poison.resolve_class("kitten", NAMES)
+        data.resolve_class("kitten", NAMES)
     with pytest.raises(SweepError, match="out of range"):
-        poison.resolve_class("10", NAMES)
+        data.resolve_class("10", NAMES)
 
 
 def test_more_flips_than_images_and_same_class_are_refused(labels):
@@ -121,10 +122,10 @@ def test_more_flips_than_images_and_same_class_are_refused(labels):
     with pytest.raises(SweepError, match="only 30"):
         flip(labels, 31, strategy="swap")  # a swap is limited by the smaller class
     with pytest.raises(SweepError, match="same class"):
-        poison.poison_labels(labels, source=CAT, target=CAT, count=1,
-                             rng=poison.poison_rng(0, None))
-    assert poison.flippable(labels, source=CAT, target=DOG, strategy="flip") == 40
-    assert poison.flippable(labels, source=CAT, target=DOG, strategy="swap") == 30
+        label_flips.poison_labels(labels, source=CAT, target=CAT, count=1,
+                             rng=label_flips.poison_rng(0, None))
+    assert label_flips.flippable(labels, source=CAT, target=DOG, strategy="flip") == 40
+    assert label_flips.flippable(labels, source=CAT, target=DOG, strategy="swap") == 30
 
 
 @pytest.mark.parametrize(

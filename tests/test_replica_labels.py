@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep import config, pipeline
+from sweep.experiment import config
+from sweep.experiment import prepare as prepare_lib
 
 CAT, DOG = 3, 5
 
@@ -20,7 +21,7 @@ CAT, DOG = 3, 5
 def prepared(request):
     c = config.tiny().replace(train_size=400, counts=("5", "20"), seeds=3,
                               seed_start=7, poison_per_seed=request.param)
-    return pipeline.prepare(c)
+    return prepare_lib.prepare(c)
 
 
 def test_replicas_are_seed_major_over_counts(prepared):
@@ -58,15 +59,16 @@ def test_a_chunk_trains_each_replica_on_its_own_labels(tmp_path):
     """A real chunk of three twins (counts 0, 10, 20 of one seed): each replica's
     epoch equals that replica trained alone on its own labels, and not on the
     labels of its twins (twins share every key, so only labels tell them apart)."""
-    from sweep import chunking, engine
+    from sweep import engine
+    from sweep.experiment.running import train_local
 
     c = config.tiny().replace(train_size=200, counts=("10", "20"), seeds=1,
                               out=str(tmp_path / "out"))
-    p = pipeline.prepare(c)
+    p = prepare_lib.prepare(c)
     eng = engine.Engine(p.recipe(), p.train_images, p.dataset.test_images,
                         p.dataset.test_labels)
     chunk = [0, 1, 2]
-    history = chunking.train_chunk(p, eng, chunk, len(chunk), ticks=None)
+    history = train_local.train_chunk(p, eng, chunk, len(chunk), ticks=None)
     seed = p.grid.replica(0)[0]  # the chunk's one seed; twins share its keys
     keys = engine.replica_keys(np.array([seed]), np.array([p.grid.stream(0)]))
     alone = {i: eng.train(p.replica_labels(i)[None], keys, 1)[1][0].train_loss[0]

@@ -315,7 +315,7 @@ def test_a_class_whose_largest_count_is_not_significant_says_why(tmp_path, capsy
     # Cat loses 6 points at 10 flips (every seed) but nothing at 25: the fixed
     # sequence starts at 25, cannot reject there, and stops; the report and the
     # CLI say so, and name the smaller count as not a confirmed finding.
-    from sweep import console
+    from sweep.cli import console
     from sweep.report.write import analyse
 
     folder = write_results(tmp_path / "stops", seeds=4, counts=(0, 10, 25))
@@ -340,3 +340,30 @@ def test_a_class_whose_largest_count_is_not_significant_says_why(tmp_path, capsy
     assert f"cat: {note}." in text
     console.print_headlines(facts)
     assert f"  cat: {note}" in capsys.readouterr().out
+
+
+def test_threshold_panel_crosses_the_threshold_where_the_answer_does(tmp_path):
+    """The drawn mean curve is linear between counts in data space, as the answer
+    assumes, so on the symlog axis it crosses the threshold at the stated count."""
+    from sweep.report import write
+
+    folder = write_results(tmp_path / "sweep", seeds=3, counts=(0, 2, 10, 25))
+    metrics = pd.read_parquet(folder / "metrics.parquet")
+    curve = stats.dose_response(metrics, class_id=CAT, absolute=True)
+    threshold = float(curve["accuracy_mean"].iloc[0]) - 9.0  # crossed in (10, 25)
+    point, _ = stats.threshold_set(metrics, class_id=CAT, threshold=threshold)
+    analysis = write.analyse(folder, threshold=threshold)
+    drawn, _ = write.plan_figures(analysis, level=0.95, only="dose_response.png")
+    ax = drawn[0][2]().axes[-1]
+    line = next(ln for ln in ax.get_lines()
+                if ln.get_label() == "mean (linear between counts)")
+    # Where the line crosses on screen: straight between its points in display
+    # coordinates, then back to a count.
+    xy = ax.transData.transform(np.column_stack(line.get_data()))
+    level = ax.transData.transform([(0.0, threshold)])[0, 1]
+    below = np.flatnonzero(xy[:, 1] < level)[0]
+    (x0, y0), (x1, y1) = xy[below - 1], xy[below]
+    x_screen = x0 + (level - y0) * (x1 - x0) / (y1 - y0)
+    drawn_count = ax.transData.inverted().transform([(x_screen, level)])[0, 0]
+    assert 10 < point < 25
+    assert drawn_count == pytest.approx(point, rel=2e-3)

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sweep import engine, model
+from sweep import engine
+from sweep.engine import simple_cnn
 from tests.test_engine import assert_same_trajectory, replica
 
 N, BATCH = 160, 32
@@ -43,7 +44,7 @@ def test_subset_replica_equals_replica_trained_on_only_its_subset(tiny):
         own_labels = rep_labels[r, index[r]][None]
         alone, alone_history = alone_eng.train(own_labels, own_keys, 2)
         assert_same_trajectory(replica(together.params, r), replica(alone.params, 0),
-                               model.init(keys.init[r]), 1e-5)
+                               simple_cnn.init(keys.init[r]), 1e-5)
         np.testing.assert_allclose(history[-1].train_loss[r],
                                    alone_history[-1].train_loss[0], rtol=1e-5)
         np.testing.assert_array_equal(history[-1].confusion[r],
@@ -56,7 +57,7 @@ def test_subset_replica_equals_replica_trained_on_only_its_subset(tiny):
     ).train(rep_labels[0, index[1]][None], own_keys, 2)
     with pytest.raises(AssertionError):
         assert_same_trajectory(replica(together.params, 0), replica(wrong.params, 0),
-                               model.init(keys.init[0]), 1e-5)
+                               simple_cnn.init(keys.init[0]), 1e-5)
 
 
 def test_unequal_subsets_visit_each_own_image_once_per_epoch():
@@ -102,13 +103,13 @@ def test_predict_matches_apply_and_embed(tiny):
     recipe = engine.Recipe(n_train=N, n_classes=10, batch_size=BATCH,
                            eval_batch_size=64)
     eng = engine.SubsetEngine(recipe, images, test_x, test_y)
-    params = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 2))
+    params = jax.vmap(simple_cnn.init)(jax.random.split(jax.random.key(0), 2))
     logp, feats = eng.predict(params, images[:100])  # 100: padded to 128
     assert logp.shape == (2, 100, 10) and feats.shape == (2, 100, 512)
-    x = model.normalize(jnp.asarray(images[:100]))
+    x = simple_cnn.normalize(jnp.asarray(images[:100]))
     for r in range(2):
         p = replica(params, r)
-        logits = model.apply(p, x, layers=model.single_layers())
+        logits = simple_cnn.apply(p, x, layers=simple_cnn.single_layers())
         np.testing.assert_allclose(logp[r], jax.nn.log_softmax(logits), atol=1e-4)
         np.testing.assert_allclose(
-            feats[r], model.embed(p, x, layers=model.single_layers()), atol=1e-4)
+            feats[r], simple_cnn.embed(p, x, layers=simple_cnn.single_layers()), atol=1e-4)

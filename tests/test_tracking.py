@@ -23,8 +23,9 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from sweep import data, tracking  # noqa: E402
+from sweep import data
 from sweep.errors import SweepError  # noqa: E402
+from sweep.report import mlflow_runs  # noqa: E402
 
 COUNTS = (0, 5, 20)
 SEEDS = 2
@@ -72,7 +73,7 @@ def allow_file_store(monkeypatch):
 def runs_of(uri: str) -> tuple[mlflow.MlflowClient, list, list]:
     """(client, parent runs, child runs) in the "sweep" experiment at uri."""
     client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    experiment = client.get_experiment_by_name(mlflow_runs.EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -192,7 +193,7 @@ def test_one_child_run_per_replica_with_its_curves(logged, allow_file_store):
 def test_logging_the_same_sweep_again_adds_no_run(logged, allow_file_store):
     out, uri, _ = logged
     _, parents, children = runs_of(uri)
-    again = tracking.log_sweep(out, uri)
+    again = mlflow_runs.log_sweep(out, uri)
     run_id = parents[0].info.run_id
     assert again == f"sweep results already logged as run {run_id} in {uri}"
     _, parents_after, children_after = runs_of(uri)
@@ -206,7 +207,7 @@ def test_no_uri_logs_where_mlflow_ui_looks(logged, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "env-store").as_uri())
-    line = tracking.log_sweep(out, "")
+    line = mlflow_runs.log_sweep(out, "")
     uri = (tmp_path / "env-store").as_uri()
     assert f"in {uri}" in line
     # The file-store opt-out was only set while logging.
@@ -216,7 +217,7 @@ def test_no_uri_logs_where_mlflow_ui_looks(logged, tmp_path, monkeypatch):
     assert len(parents) == 1 and len(children) == len(COUNTS) * SEEDS
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    default = tracking.resolve_uri("")
+    default = mlflow_runs.resolve_uri("")
     assert default.split(":")[0] == mlflow.get_tracking_uri().split(":")[0]
     assert str(tmp_path) in default
 
@@ -225,7 +226,7 @@ def test_a_store_that_cannot_be_opened_stops_the_sweep_before_training(tmp_path)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(SweepError, match="cannot use the MLflow store"):
-        tracking.check_store("file:" + str(blocker / "mlruns"))
+        mlflow_runs.check_store("file:" + str(blocker / "mlruns"))
 
 
 def test_a_diverged_replica_is_logged_and_tagged(logged, tmp_path, allow_file_store):
@@ -240,7 +241,7 @@ def test_a_diverged_replica_is_logged_and_tagged(logged, tmp_path, allow_file_st
     (copy / "report.md").write_text("# report\n")
     shutil.copy(copy / "metrics.parquet", copy / "figure.png")  # any file will do
     uri = "file:" + str(tmp_path / "mlruns")
-    assert "logged sweep" in tracking.log_sweep(copy, uri)
+    assert "logged sweep" in mlflow_runs.log_sweep(copy, uri)
     client, (parent,), children = runs_of(uri)
     assert parent.info.status == "FINISHED"
     (run,) = [r for r in children if r.data.params["replica"] == "1"]
@@ -266,7 +267,7 @@ def test_a_failure_marks_the_runs_failed(logged, tmp_path, allow_file_store):
     metrics.to_parquet(copy / "metrics.parquet")
     uri = "file:" + str(tmp_path / "mlruns")
     with pytest.raises(SweepError) as error:
-        tracking.log_sweep(copy, uri)
+        mlflow_runs.log_sweep(copy, uri)
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith(f"logging to MLflow at {uri} failed: ")
@@ -276,7 +277,7 @@ def test_a_failure_marks_the_runs_failed(logged, tmp_path, allow_file_store):
     statuses = sorted(r.info.status for r in children)
     assert statuses == ["FAILED", "FINISHED", "FINISHED"]  # replicas 0, 1 were done
     # A failed logging is not "already logged": the next try logs afresh.
-    assert "logged sweep" in tracking.log_sweep(out, uri)
+    assert "logged sweep" in mlflow_runs.log_sweep(out, uri)
 
 
 def test_an_unfinished_sweep_is_refused(logged, tmp_path, allow_file_store):
@@ -287,23 +288,90 @@ def test_an_unfinished_sweep_is_refused(logged, tmp_path, allow_file_store):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     uri = "file:" + str(tmp_path / "mlruns")
     with pytest.raises(SweepError, match="not complete"):
-        tracking.log_sweep(copy, uri)
+        mlflow_runs.log_sweep(copy, uri)
     assert not (tmp_path / "mlruns").exists()
 
 
 def test_require_says_how_to_install_mlflow(monkeypatch):
-    assert tracking.require() is mlflow
+    assert mlflow_runs.require() is mlflow
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow now fails
     with pytest.raises(SweepError) as error:
-        tracking.require()
+        mlflow_runs.require()
     assert str(error.value) == (
         '--mlflow needs MLflow: pip install -e ".[mlflow]" (or pip install mlflow)'
     )
 
 
 def test_the_module_imports_without_mlflow():
-    code = ("import sys; sys.modules['mlflow'] = None; import sweep.tracking; "
+    code = ("import sys; sys.modules['mlflow'] = None; import sweep.report.mlflow_runs; "
             "print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_ALLOW_FILE_STORE", "MLFLOW_TRACKING_URI")}
+    env["SWEEP_CACHE"] = str(cache)
+    return subprocess.run([sys.executable, "-m", "sweep", *args, "--quiet"],
+                          capture_output=True, text=True, timeout=900, env=env)
+
+
+@pytest.mark.slow
+def test_an_attack_matrix_logs_each_pair(tmp_path, allow_file_store):
+    """--pairs with --mlflow: each pair's confirmatory deltas grouped under the
+    pair, one child run per replica named by its pair (the shared clean twins:
+    "clean")."""
+    data_dir = small_sample(tmp_path / "data", 20, 5)
+    out, uri = tmp_path / "matrix", "file:" + str(tmp_path / "mlruns")
+    done = run_cli("--data", str(data_dir), "--pairs", "cat:dog,truck:automobile",
+                   "--counts", "4", "--seeds", "2", "--epochs", "1", "--out", str(out),
+                   "--mlflow", uri, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    summary = pd.read_parquet(out / "summary.parquet")
+    _, (parent,), children = runs_of(uri)
+    assert parent.data.params["pairs"] == "cat:dog,truck:automobile"
+    logged = parent.data.metrics
+    for source, target, class_id, key in (
+            (3, 5, 3, "cat_to_dog/delta_cat_count_4"),
+            (3, 5, 5, "cat_to_dog/delta_dog_count_4"),
+            (9, 1, 1, "truck_to_automobile/delta_automobile_count_4")):
+        row = summary[(summary["source"] == source) & (summary["target"] == target)
+                      & (summary["count"] == 4) & (summary["class_id"] == class_id)]
+        assert logged[key] == pytest.approx(row["delta_mean"].iloc[0])
+    # Only a pair's own source and target are logged under it.
+    assert "cat_to_dog/delta_truck_count_4" not in logged
+    assert len(children) == 2 * (1 + 2)
+    names = sorted(run.info.run_name for run in children)
+    assert names == sorted(["clean count=0 seed=0", "clean count=0 seed=1",
+                            "cat:dog count=4 seed=0", "cat:dog count=4 seed=1",
+                            "truck:automobile count=4 seed=0",
+                            "truck:automobile count=4 seed=1"])
+    cat_dog = next(run for run in children if run.info.run_name.startswith("cat:dog"))
+    assert {"accuracy_cat", "accuracy_dog"} <= set(cat_dog.data.metrics)
+    assert "accuracy_truck" not in cat_dog.data.metrics
+
+
+@pytest.mark.slow
+def test_a_head_sweep_logs_like_a_cnn_sweep(tmp_path, allow_file_store):
+    """--model head with --mlflow: the same parent/child layout, the head's
+    classes as source and target, the backbone recorded."""
+    data_dir = small_sample(tmp_path / "data", 20, 5)
+    out, uri = tmp_path / "head", "file:" + str(tmp_path / "mlruns")
+    done = run_cli("--model", "head", "--backbone", "simplecnn", "--pooling", "avg",
+                   "--data", str(data_dir), "--classes", "cat,dog", "--counts", "2,4",
+                   "--seeds", "3", "--epochs", "2", "--out", str(out), "--mlflow", uri,
+                   cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    summary = pd.read_parquet(out / "summary.parquet")
+    _, (parent,), children = runs_of(uri)
+    params = parent.data.params
+    assert params["model"] == "head" and params["backbone"] == "simplecnn"
+    assert (params["source_class"], params["target_class"]) == ("cat", "dog")
+    row = summary[(summary["count"] == 4) & (summary["class_name"] == "cat")].iloc[0]
+    assert parent.data.metrics["delta_cat_count_4"] == pytest.approx(row["delta_mean"])
+    assert len(children) == manifest["n_replicas"] == 3 * 3
+    assert {"accuracy_cat", "accuracy_dog", "train_loss"} <= set(
+        children[0].data.metrics)

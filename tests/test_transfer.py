@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sweep import backbones, transfer
-from sweep.__main__ import main
-from sweep.config import Config
+from sweep import data
+from sweep.cli.main import main
 from sweep.errors import SweepError
+from sweep.experiment.config import Config
+from sweep.experiment.transfer import backbones, features, two_classes
 from tests.fixtures_data import shared_slice
 
 
@@ -69,7 +70,7 @@ def head_config(root, **changes):
 
 def test_course_folder_plural_names_and_keras_resizing(tmp_path, keras):
     root = make_course_folder(tmp_path / "course")
-    view = transfer.load(head_config(root, image_size=None, weights="x"))
+    view = two_classes.load(head_config(root, image_size=None, weights="x"))
     ds = view.dataset
     assert ds.class_names == ("cats", "dogs")
     assert ds.train_images.shape == (12, 150, 150, 3)  # the default target size
@@ -81,10 +82,10 @@ def test_course_folder_plural_names_and_keras_resizing(tmp_path, keras):
             path, target_size=(150, 150), interpolation="bilinear"))
         np.testing.assert_array_equal(ds.train_images[i], theirs.astype(np.uint8))
     # --source cat finds cats, --target dog finds dogs.
-    assert transfer.resolve_name("cat", ds.class_names) == 0
-    assert transfer.resolve_name("dogs", ds.class_names) == 1
-    with pytest.raises(SweepError, match="not one of cats, dogs"):
-        transfer.resolve_name("horse", ds.class_names)
+    assert data.resolve_class("cat", ds.class_names, plurals=True) == 0
+    assert data.resolve_class("dogs", ds.class_names, plurals=True) == 1
+    with pytest.raises(SweepError, match="unknown class .horse.; classes are: cats, dogs"):
+        data.resolve_class("horse", ds.class_names, plurals=True)
 
 
 def test_feature_cache_reused_and_rebuilt_on_data_or_weights_change(
@@ -93,23 +94,23 @@ def test_feature_cache_reused_and_rebuilt_on_data_or_weights_change(
     root = make_course_folder(tmp_path / "course", n_train=3, n_val=2)
     path, m = vgg_weights
     config = head_config(root, weights=str(path))
-    view = transfer.load(config)
+    view = two_classes.load(config)
     images = view.dataset.train_images
-    first = transfer.features(config, view, images)
+    first = features.features(config, view, images)
     assert not first.info["cached"]
     assert first.train.shape == (6, 1, 1, 512)  # VGG16's bottleneck at 32x32
     # The features are VGG16's own on its own preprocessing.
     x = keras.applications.vgg16.preprocess_input(images.astype(np.float32))
     np.testing.assert_allclose(first.train, np.asarray(m(x)), rtol=1e-5, atol=1e-5)
 
-    again = transfer.features(config, view, images)
+    again = features.features(config, view, images)
     assert again.info["cached"] and again.info["features_key"] == first.info[
         "features_key"]
     np.testing.assert_array_equal(again.train, first.train)
 
     changed = images.copy()
     changed[0, 0, 0, 0] ^= 1  # one pixel of one image
-    other = transfer.features(config, view, changed)
+    other = features.features(config, view, changed)
     assert not other.info["cached"]
     assert other.info["features_key"] != first.info["features_key"]
 
@@ -118,7 +119,7 @@ def test_feature_cache_reused_and_rebuilt_on_data_or_weights_change(
     w.set_weights([kernel * 1.01, bias])
     path2 = tmp_path / "vgg16-changed.weights.h5"
     m.save_weights(str(path2))
-    rebuilt = transfer.features(config.replace(weights=str(path2)), view, images)
+    rebuilt = features.features(config.replace(weights=str(path2)), view, images)
     assert not rebuilt.info["cached"]
     assert rebuilt.info["weights_hash"] != first.info["weights_hash"]
     assert not np.array_equal(rebuilt.train, first.train)
@@ -154,7 +155,7 @@ def test_vgg16_head_sweep_on_course_folder_cli(tmp_path, vgg_weights, capsys):
 
 def test_simplecnn_backbone_pretrained_without_the_poisoned_classes(tmp_path):
     full = shared_slice(20, 4)
-    view = transfer.View(transfer.two_classes(full, (3, 5)), full, (3, 5))
+    view = two_classes.View(two_classes.two_classes(full, (3, 5)), full, (3, 5))
     assert view.dataset.class_names == ("cat", "dog")
     recipe = {**backbones.PRETRAIN, "epochs": 1, "batch_size": 32}
     logs = []
@@ -182,7 +183,7 @@ def test_simplecnn_backbone_needs_other_classes(tmp_path):
     root = make_course_folder(tmp_path / "course", n_train=2, n_val=1)
     config = head_config(root, backbone="simplecnn", image_size=None)
     with pytest.raises(SweepError, match="classes besides the two poisoned"):
-        backbones.load(config, transfer.load(config))
+        backbones.load(config, two_classes.load(config))
 
 
 @pytest.mark.parametrize("args, message", [

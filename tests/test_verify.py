@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from sweep import data as data_lib
-from sweep.__main__ import main
+from sweep.cli.main import main
 from tests.fixtures_data import shared_slice, write_parquet_dataset
 from tests.test_cli import sweep_cli
 

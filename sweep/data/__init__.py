@@ -8,13 +8,16 @@ same order give the same `Dataset.content_hash` whichever loader read them.
 
 One module per format (`sample`, `parquet`, `cifar_batches`, `image_folder`,
 `download`); `registry` picks the reader for a spec; `cache` keeps decoded
-arrays; `hashing` computes the content hash; `subset` draws balanced subsets.
+arrays; `hashing` computes the content hash (and every other hash);
+`classes` resolves a class name; `subset` draws balanced subsets.
 
 Loading never executes code from the data: pickles go through an unpickler that
 only resolves numpy's array-reconstruction globals, and Pillow only gets to try
 its raster decoders (no EPS, which would run Ghostscript).
 """
 
+from sweep.data.cache import cache_root
+from sweep.data.classes import resolve_class
 from sweep.data.dataset import (
     CIFAR10_CLASSES,
     IMAGE_SHAPE,
@@ -22,7 +25,7 @@ from sweep.data.dataset import (
     dataset_from_arrays,
 )
 from sweep.data.download import CIFAR_MD5, CIFAR_URL
-from sweep.data.hashing import content_hash
+from sweep.data.hashing import array_hash, content_hash, index_hash
 from sweep.data.registry import load
 from sweep.data.sample import sample_path
 from sweep.data.subset import balanced_subset
@@ -33,9 +36,13 @@ __all__ = [
     "CIFAR_URL",
     "IMAGE_SHAPE",
     "Dataset",
+    "array_hash",
     "balanced_subset",
+    "cache_root",
     "content_hash",
     "dataset_from_arrays",
+    "index_hash",
     "load",
+    "resolve_class",
     "sample_path",
 ]

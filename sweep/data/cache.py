@@ -16,10 +16,15 @@ from sweep.data.dataset import IMAGE_SHAPE, Arrays
 CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
 
 
+def cache_root() -> pathlib.Path:
+    """Where sweep caches anything: $SWEEP_CACHE, else ~/.cache/sweep."""
+    return pathlib.Path(os.environ.get("SWEEP_CACHE") or "~/.cache/sweep").expanduser()
+
+
 def resolve_dir(cache_dir: str | os.PathLike | None) -> pathlib.Path:
-    """The cache folder: `cache_dir`, else $SWEEP_CACHE, else ~/.cache/sweep."""
+    """The cache folder: `cache_dir`, else `cache_root()`."""
     if cache_dir is None:
-        cache_dir = os.environ.get("SWEEP_CACHE") or "~/.cache/sweep"
+        return cache_root()
     return pathlib.Path(cache_dir).expanduser()
 
 

@@ -1,4 +1,7 @@
-"""The content hash of a dataset: same pixels and labels, same hash, any source."""
+"""Hashes of data: a dataset's content, any arrays, an index selection.
+
+One home for every hash a manifest or a cache key records.
+"""
 
 from __future__ import annotations
 
@@ -39,3 +42,18 @@ def content_hash(
         h.update(np.ascontiguousarray(labels, dtype="<i4").data)
     return "sha256:" + h.hexdigest()
 
+
+def array_hash(*arrays: np.ndarray) -> str:
+    """"sha256:<hex>" over each array's dtype, shape and bytes, in order."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return "sha256:" + h.hexdigest()
+
+
+def index_hash(indices: np.ndarray) -> str:
+    """"sha256:<hex>" of indices as int64 bytes (a training subset's rows); the
+    value manifests have always recorded, so it must not change."""
+    return "sha256:" + hashlib.sha256(np.asarray(indices, np.int64).tobytes()).hexdigest()

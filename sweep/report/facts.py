@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sweep import stats
+from sweep.results.load import SweepTables
 
 ALPHA = 0.05  # significance level the report's answers use
 THRESHOLD_DROP = 10.0  # default threshold: this many points below clean accuracy
@@ -72,7 +73,7 @@ def _diverged(metrics: pd.DataFrame, epoch: int) -> tuple[tuple[int, int], ...]:
 
 
 def facts_of(
-    results: stats.Results,
+    results: SweepTables,
     summary: pd.DataFrame,
     *,
     level: float,

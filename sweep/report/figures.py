@@ -32,6 +32,20 @@ def _symlog(ax, counts: Sequence[int]) -> None:
     ax.set_xlim(-0.2, max(counts) * 1.3)
 
 
+def _dense(counts: np.ndarray, *values: np.ndarray, per_segment: int = 64):
+    """The curves linear between counts, as dense points in data space.
+
+    On a symlog axis a straight segment between two counts is not the line
+    (1 - w) v_j + w v_{j+1} the threshold answer interpolates; drawn densely,
+    the curve on screen crosses a level where the answer says it does.
+    """
+    counts = np.asarray(counts, float)
+    xs = np.concatenate([np.linspace(a, b, per_segment, endpoint=False)
+                         for a, b in zip(counts[:-1], counts[1:], strict=True)]
+                        + [counts[-1:]])
+    return xs, *(np.interp(xs, counts, np.asarray(v, float)) for v in values)
+
+
 def _has(values) -> bool:
     return bool(np.isfinite(np.asarray(values, dtype=float)).all())
 
@@ -106,16 +120,14 @@ def figure_dose_response(
         counts = threshold_curve["count"].to_numpy()
         if _has(threshold_curve["band_low"]):
             ax.fill_between(
-                counts,
-                threshold_curve["band_low"],
-                threshold_curve["band_high"],
+                *_dense(counts, threshold_curve["band_low"],
+                        threshold_curve["band_high"]),
                 color=POISONED_COLOR,
                 alpha=0.2,
                 lw=0,
             )
         ax.plot(
-            counts,
-            threshold_curve["accuracy_mean"],
+            *_dense(counts, threshold_curve["accuracy_mean"]),
             color=POISONED_COLOR,
             label="mean (linear between counts)",
         )

@@ -24,7 +24,8 @@ from sweep.report.figures import DPI
 
 @dataclass(frozen=True)
 class Block:
-    """One piece of the report: kind in h1, h2, p, note, ul, img, table."""
+    """One piece of the report: kind in h1, h2, p, note, ul, img, table, link
+    (text: a relative address, items[0]: what it is)."""
 
     kind: str
     text: str = ""
@@ -49,6 +50,8 @@ def markdown(blocks: Sequence[Block]) -> str:
             out.append(f"![{b.items[0]}]({b.text})\n\n*{b.items[0]}*")
         elif b.kind == "table":
             out.append(_markdown_table(b.table))
+        elif b.kind == "link":
+            out.append(f"[{b.items[0]}]({b.text})")
     return "\n\n".join(out) + "\n"
 
 
@@ -97,6 +100,8 @@ def html_page(blocks: Sequence[Block], pngs: dict[str, bytes], title: str) -> st
             )
         elif b.kind == "table":
             out.append(b.table.to_html(index=False, border=0, na_rep="-"))
+        elif b.kind == "link":
+            out.append(f'<p><a href="{e(b.text)}">{e(b.items[0])}</a></p>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

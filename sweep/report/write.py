@@ -22,7 +22,7 @@ from sweep import results as results_lib
 from sweep import stats
 from sweep.errors import SweepError
 from sweep.report import facts as facts_lib
-from sweep.report import figures, rendering, training_set
+from sweep.report import figures, matrix_report, rendering, training_set
 from sweep.report.facts import Facts
 from sweep.report.rendering import Block, key_table
 
@@ -50,15 +50,17 @@ def write_report(
     Returns:
       The path of report.html.
     """
-    from sweep.report import attack_matrix
-
-    if attack_matrix.is_matrix_folder(results_dir):  # many pairs: their own report
-        return attack_matrix.write_matrix_report(results_dir, level=level)
+    if matrix_report.is_matrix_folder(results_dir):  # many pairs: their own report
+        return matrix_report.write_matrix_report(results_dir, level=level)
     a = analyse(results_dir, level=level, threshold=threshold)
     results, summary, facts = a.results, a.summary, a.facts
     out = results.path
     results_lib.write_parquet(summary, out / "summary.parquet")
     blocks = rendering.text_blocks(facts, summary)
+    detect = detect_report_of(out)
+    if detect is not None:
+        blocks.insert(1, Block("link", os.path.relpath(detect, out), items=(
+            "Defences: the detect report of this sweep (detection and repair)",)))
     pngs: dict[str, bytes] = {}
     blocks.append(Block("h2", "Figures"))
     drawn, notes = plan_figures(a, level=level)
@@ -96,10 +98,21 @@ def write_report(
     return out / "report.html"
 
 
+def detect_report_of(out: Path) -> Path | None:
+    """The `detect` report whose twins this sweep is: a detect run keeps its
+    clean and poisoned twins as an ordinary sweep in OUT/sweep/ beside
+    OUT/detect.json and OUT/detect.html."""
+    root = Path(out).resolve().parent
+    if Path(out).name == "sweep" and (root / "detect.json").is_file() and (
+            root / "detect.html").is_file():
+        return root / "detect.html"
+    return None
+
+
 class Analysis(NamedTuple):
     """A finished sweep's numbers as the report states them."""
 
-    results: stats.Results
+    results: results_lib.SweepTables
     summary: pd.DataFrame  # stats.summarize at the report's level
     facts: Facts
     rng: np.random.Generator  # the report's generator, as far as the facts used it
@@ -112,12 +125,10 @@ def analyse(results_dir: str | os.PathLike, *, level: float = 0.95,
         raise SweepError(f"--level must be between 0 and 1 (e.g. 0.95), got {level}")
     if threshold is not None and not 0 <= threshold <= 100:
         raise SweepError(f"--threshold is a percent (0-100), got {threshold}")
-    from sweep.report import attack_matrix
-
-    if attack_matrix.is_matrix_folder(results_dir):
+    if matrix_report.is_matrix_folder(results_dir):
         raise SweepError(f"{results_dir} is an attack matrix: its report is per pair "
                          "(python -m sweep report writes it)")
-    results = stats.load_results(results_dir)
+    results = results_lib.load_results(results_dir)
     rng = np.random.default_rng(REPORT_SEED)
     summary = stats.summarize(
         results.metrics,

@@ -7,35 +7,26 @@ percentage points, poisoned minus clean. docs/statistics.md has the methods,
 their references and their simulated coverage and power.
 
 Modules, by concept:
-  design        the metrics table checked and laid out as arrays
+  design        the metrics table laid out as arrays (one epoch)
   intervals     t / Welch intervals and tests, sign-flip and permutation tests
   multiplicity  the confirmatory fixed-sequence rule, Holm, Benjamini-Hochberg
-  dose          dose-response band and the threshold (test-inversion) set
-  power         power, minimum detectable effect, `plan`
+  power         power and minimum detectable effect of that rule
   summary       the summary table (`summarize`)
-  simulate      coverage and power simulations (python -m sweep.stats.simulate)
+  pair_tables   an attack matrix's tables, summarized per pair
+  dose_curve    the dose-response curve and its pointwise band
+  threshold     "how many flips push a class below X%": the threshold set
+  planning      `plan`: seeds needed, from an sd or a finished sweep
+  simulate/     coverage and power simulations (python -m sweep.stats.simulate)
 """
 
-from sweep.results import Results, load_results
-from sweep.stats.design import (
-    METRIC_COLUMNS,
-    Design,
-    check_metrics,
-    classes_of,
-    design_of,
-)
-from sweep.stats.dose import (
-    crossing,
-    describe_threshold,
+from sweep.results.tables import METRIC_COLUMNS, check_metrics
+from sweep.stats.design import Design, classes_of, design_of
+from sweep.stats.dose_curve import (
     dose_response,
-    first_crossing,
     isotonic_fit,
     monotone_fit,
     pava,
     pointwise_band,
-    threshold_count,
-    threshold_interval_unpaired,
-    threshold_set,
 )
 from sweep.stats.intervals import (
     DEFAULT_N_RESAMPLES,
@@ -62,16 +53,16 @@ from sweep.stats.multiplicity import (
     sequence_stop_note,
     smallest_effective_count,
 )
+from sweep.stats.pair_tables import is_matrix, pair_slice, pairs_of, summarize_pairs
+from sweep.stats.planning import format_plan, plan
 from sweep.stats.power import (
     CONFIRMATORY_SHARE,
     DEFAULT_SD,
     PLAN_SEEDS,
     POWER_ALPHA,
     POWER_TARGET,
-    format_plan,
     min_detectable_effect,
     paired_power,
-    plan,
     power_t,
     row_alpha,
     seeds_needed,
@@ -83,6 +74,14 @@ from sweep.stats.summary import (
     seeds_note,
     summarize,
     unpaired_seeds_equivalent,
+)
+from sweep.stats.threshold import (
+    crossing,
+    describe_threshold,
+    first_crossing,
+    threshold_count,
+    threshold_interval_unpaired,
+    threshold_set,
 )
 
 __all__ = [
@@ -100,7 +99,6 @@ __all__ = [
     "PLAN_SEEDS",
     "POWER_ALPHA",
     "POWER_TARGET",
-    "Results",
     "SUMMARY_COLUMNS",
     "accuracy_by_count",
     "benjamini_hochberg",
@@ -115,12 +113,14 @@ __all__ = [
     "format_plan",
     "graphical_adjusted",
     "holm",
+    "is_matrix",
     "isotonic_fit",
-    "load_results",
     "min_attainable_p",
     "min_detectable_effect",
     "monotone_fit",
+    "pair_slice",
     "paired_power",
+    "pairs_of",
     "pava",
     "permutation_test",
     "plan",
@@ -135,6 +135,7 @@ __all__ = [
     "sequence_stop_note",
     "smallest_effective_count",
     "summarize",
+    "summarize_pairs",
     "t_interval",
     "t_test",
     "threshold_count",

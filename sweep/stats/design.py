@@ -8,18 +8,8 @@ import numpy as np
 import pandas as pd
 
 from sweep.errors import SweepError
+from sweep.results.tables import check_metrics
 
-METRIC_COLUMNS = (
-    "replica",
-    "count",
-    "seed",
-    "paired",
-    "epoch",
-    "class_id",
-    "class_name",
-    "accuracy",
-    "diverged",
-)
 # The confirmatory classes when the caller names none: the CLI's defaults.
 DEFAULT_SOURCE, DEFAULT_TARGET = "cat", "dog"
 
@@ -27,28 +17,6 @@ DEFAULT_SOURCE, DEFAULT_TARGET = "cat", "dog"
 def check_level(level: float) -> None:
     if not 0 < level < 1:
         raise SweepError(f"--level must be between 0 and 1 (e.g. 0.95), got {level}")
-
-
-def check_metrics(metrics: pd.DataFrame, *, source: str = "metrics") -> None:
-    """Refuse a metrics table the statistics cannot use, with one line saying why."""
-    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
-    if missing:
-        raise SweepError(f"{source} lacks column(s): {', '.join(missing)}")
-    if len(metrics) == 0:
-        raise SweepError(f"{source} has no rows: the sweep recorded nothing")
-    if metrics["paired"].nunique() != 1:
-        raise SweepError(f"{source} mixes paired and unpaired replicas")
-    if not (metrics["count"] == 0).any():
-        raise SweepError(f"{source} has no clean (count 0) replicas to compare with")
-    if metrics.duplicated(["replica", "epoch", "class_id"]).any():
-        raise SweepError(f"{source} repeats a replica x epoch x class row")
-    per_replica = metrics.groupby("replica")[["count", "seed"]].nunique()
-    if (per_replica > 1).any(axis=None):
-        raise SweepError(f"{source} gives one replica several counts or seeds")
-    if bool(metrics["paired"].iloc[0]):
-        replicas = metrics.drop_duplicates("replica")
-        if replicas.duplicated(["count", "seed"]).any():
-            raise SweepError(f"{source} is paired but repeats a count x seed replica")
 
 
 # The analysed epoch as arrays.

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from sweep.errors import SweepError
 from sweep.stats.design import (
@@ -40,7 +41,7 @@ from sweep.stats.multiplicity import (
     confirmatory_adjusted,
     holm,
 )
-from sweep.stats.power import POWER_ALPHA, POWER_TARGET, _mde_from_se, row_alpha
+from sweep.stats.power import POWER_ALPHA, POWER_TARGET, mde_from_se, row_alpha
 
 SUMMARY_COLUMNS = (
     "count",
@@ -282,7 +283,7 @@ def _decide(
     )
     summary["mde_alpha"] = levels
     summary["mde"] = [
-        _mde_from_se(se, df, alpha=a, power=POWER_TARGET)
+        mde_from_se(se, df, alpha=a, power=POWER_TARGET)
         for se, df, a in zip(summary["_se"], summary["_df"], levels, strict=True)
     ]
 
@@ -376,8 +377,6 @@ def unpaired_seeds_equivalent(summary: pd.DataFrame, *, level: float = 0.95) -> 
     rows with n >= 3 (variances averaged); returns the smallest m whose expected
     width is at most the paired one, NaN when not estimable.
     """
-    from scipy import stats
-
     rows = summary[(summary["n_seeds"] >= 3) & np.isfinite(summary["unpaired_sd"])]
     rows = rows[np.isfinite(rows["delta_sd"])]
     if not len(rows):

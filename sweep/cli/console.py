@@ -1,0 +1,84 @@
+"""What the CLI prints at the end of a run or a report: tables and headlines.
+
+Reads only a results folder (and the report's facts), so the same lines come
+out whether the sweep just finished or is re-reported later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from sweep.report.matrix_report import ranked_pairs
+
+
+def print_summary(out: Path) -> None:
+    """The cat and dog (source and target) deltas per count, and where files are."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    summary = pd.read_parquet(out / "summary.parquet")
+    if "pairs" in manifest:
+        print_matrix_summary(out, manifest, summary)
+        return
+    names = manifest["class_names"]
+    src, tgt = names[manifest["source_id"]], names[manifest["target_id"]]
+    level = (
+        int(round(100 * float(summary["level"].iloc[0]))) if "level" in summary else 95
+    )
+    n_seeds = int(summary["n_seeds"].max()) if len(summary) else 0
+    print(f"\naccuracy change vs clean twin, percentage points, mean over {n_seeds} "
+          f"seeds [{level}% CI]")
+    print(f"{'count':>7}  {src + ' delta':>24}  {tgt + ' delta':>24}")
+    for count, rows in summary.groupby("count"):
+        cells = []
+        for name in (src, tgt):
+            r = rows[rows["class_name"] == name].iloc[0]
+            cells.append(_cell(r))
+        print(f"{count:>7}  {cells[0]:>24}  {cells[1]:>24}")
+    if n_seeds < 2:
+        print("(intervals need at least 2 seeds; this sweep has 1)")
+    n_diverged = int(manifest.get("n_diverged") or 0)
+    if n_diverged:
+        print(f"{n_diverged} replica(s) diverged (loss went non-finite) and are left "
+              "out of these statistics; the report names them")
+    print(f"\nresults: {out}/ (metrics.parquet, summary.parquet, manifest.json)")
+
+
+def _cell(r) -> str:
+    if math.isnan(r["ci_low"]):
+        return f"{r['delta_mean']:+.2f}"
+    return f"{r['delta_mean']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+
+
+def print_headlines(facts) -> None:
+    """The answers a reader wants first, as the report states them."""
+    f = facts
+    if f.seeds_note:
+        print(f"note: {f.seeds_note}")
+    print(f.threshold_text)
+    for name in (f.source, f.target):
+        count = f.effective.get(name)
+        print(f"{name}: smallest effective count "
+              f"{'none declared' if count is None else count} (confirmatory, "
+              f"fixed sequence, familywise error <= {f.alpha:g})")
+        if f.stop_notes.get(name):
+            print(f"  {name}: {f.stop_notes[name]}")
+    if f.unpaired_seeds == f.unpaired_seeds:  # not NaN
+        print(f"paired design: twin correlation {f.twin_corr:.2f}; an unpaired "
+              f"sweep would need about {f.unpaired_seeds:.0f} seeds for intervals "
+              f"this narrow")
+
+
+def print_matrix_summary(out: Path, manifest: dict, summary: pd.DataFrame) -> None:
+    """The ranked pairs at the largest count, for the end of a matrix run."""
+    ranked = ranked_pairs(summary, manifest["class_names"])
+    level = int(round(100 * float(summary["level"].iloc[0]))) if len(summary) else 95
+    print(f"\nattack matrix: accuracy change vs the shared clean twin at the largest "
+          f"count, points, mean [{level}% CI], most damaging first")
+    print(ranked.to_string(index=False))
+    if len(summary) and int(summary["n_seeds"].max()) < 2:
+        print("(intervals need at least 2 seeds)")
+    print(f"\nresults: {out}/ (metrics.parquet, summary.parquet per pair, "
+          "manifest.json)")

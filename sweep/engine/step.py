@@ -1,0 +1,88 @@
+"""One optimizer step for every replica on its own batch, and the optimizer.
+
+Written for the replica-batched model: parameters and activations carry a
+leading replica axis R, each replica's loss is its own batch mean, and no
+parameter is shared, so summing the replicas' losses keeps their gradients apart.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sweep.engine import optim
+from sweep.engine.simple_cnn import SIMPLE_CNN
+from sweep.engine.spec import ModelSpec, Recipe, TrainState
+
+
+def optimizer(
+    recipe: Recipe, spec: ModelSpec = SIMPLE_CNN
+) -> optax.GradientTransformation:
+    """The recipe's optax transform (--optimizer), else the model's own
+    (SimpleCNN: torch's Adam; a head: Keras' RMSprop), each replica on its own."""
+    if recipe.optimizer is None and spec is not SIMPLE_CNN:
+        return optim.per_replica(spec.optimizer(recipe.lr))
+    return optim.per_replica(optim.build(recipe.optimizer, recipe.lr))
+
+
+def init_state(recipe: Recipe, init_keys: jax.Array,
+               spec: ModelSpec = SIMPLE_CNN) -> TrainState:
+    params = jax.vmap(spec.init)(init_keys)
+    opt_state = optimizer(recipe, spec).init(params)
+    return TrainState(params, opt_state, jnp.zeros((), jnp.int32))
+
+
+def margins(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Assigned-label logit minus the largest other logit (Pleiss et al., 2020).
+
+    logits (..., K), y (...) int -> (...). Negative where the model prefers
+    another class over the label it is trained on.
+    """
+    assigned = jnp.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
+    others = jnp.where(jax.nn.one_hot(y, logits.shape[-1], dtype=bool), -jnp.inf,
+                       logits)
+    return assigned - others.max(-1)
+
+
+def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
+                    per_example: bool = False):
+    """`(state, images, labels, dropout_keys, idx, mask) -> (state, (loss, correct))`.
+
+    One optimizer step for every replica on its own batch: idx (R, B) indexes the
+    training images, mask (B,) (or (R, B) with per-replica subsets) is 0 on
+    padding. Loss and correct are per-replica sums over the batch (R,).
+    `per_example` adds each example's training margin (R, B) to the outputs.
+    """
+    apply = spec.make_apply(recipe)
+    tx = optimizer(recipe, spec)
+
+    def loss_fn(params, x, y, mask, dropout_keys):
+        logits = apply(params, x, dropout=recipe.dropout, dropout_key=dropout_keys)
+        ce = spec.loss(logits, y)  # (R, B)
+        # Each replica's loss is its own batch mean; summing over replicas keeps
+        # their gradients separate because no parameter is shared.
+        if mask.ndim == 1:
+            per_replica = (ce * mask[None]).sum(-1) / mask.sum()
+        else:  # (R, B), per-replica subsets; an all-padding batch adds 0
+            per_replica = (ce * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
+        return per_replica.sum(), (ce, logits)
+
+    def train_step(state, images, labels, dropout_keys, idx, mask):
+        x = spec.prepare(images[idx])  # (R, B, H, W, C) or (R, B, ...) features
+        y = jnp.take_along_axis(labels, idx, axis=1)  # (R, B)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(dropout_keys, state.step)
+        grads, (ce, logits) = jax.grad(loss_fn, has_aux=True)(
+            state.params, x, y, mask, keys
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        m = mask[None] if mask.ndim == 1 else mask
+        loss_sum = (ce * m).sum(-1)
+        correct = ((spec.predict(logits) == y) * m).sum(-1)
+        if per_example:
+            return TrainState(params, opt_state, state.step + 1), (
+                loss_sum, correct, margins(logits, y))
+        return TrainState(params, opt_state, state.step + 1), (loss_sum, correct)
+
+    return train_step

@@ -1,0 +1,387 @@
+"""The engine: R replicas trained together, one compiled call per epoch.
+
+It knows nothing of poisoning. A replica is "these training labels, these keys";
+the images live on the device once, as uint8, and every batch is gathered there
+from the replica's own shuffle of the training set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sweep.engine import simple_cnn
+from sweep.engine.batches import epoch_batches, subset_batches
+from sweep.engine.sharding import ReplicaSharding
+from sweep.engine.simple_cnn import SIMPLE_CNN
+from sweep.engine.spec import (
+    EpochMetrics,
+    ModelSpec,
+    Recipe,
+    ReplicaKeys,
+    Subsets,
+    TrainState,
+    replica_keys,
+)
+from sweep.engine.step import init_state, make_train_step
+
+# Step-level progress reports per epoch; only where epochs are long (CPU).
+TICKS_PER_EPOCH = 20
+
+
+def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN):
+    """A jitted `(state, images, labels, keys, epoch) -> (state, loss, correct)`.
+
+    images: uint8 (N, H, W, C), shared; labels: int32 (R, N); keys: ReplicaKeys;
+    epoch: () int32. Returns per-replica summed loss and correct counts (R,).
+    `tick(steps_done)`, if given, is called from inside the compiled epoch about
+    TICKS_PER_EPOCH times, so a progress bar moves during a minutes-long epoch;
+    it only observes, so results are the same with or without it.
+    """
+    train_step = make_train_step(recipe, spec)
+    s = recipe.steps_per_epoch
+    every = max(1, s // TICKS_PER_EPOCH)
+
+    def train_epoch(state, images, labels, keys, epoch):
+        indices, mask = epoch_batches(recipe, keys.shuffle, epoch)
+
+        def body(state, batch):
+            idx, m, i = batch
+            out = train_step(state, images, labels, keys.dropout, idx, m)
+            if tick is not None:
+                jax.lax.cond(
+                    (i + 1) % every == 0,
+                    lambda i: jax.debug.callback(tick, i + 1),
+                    lambda i: None,
+                    i,
+                )
+            return out
+
+        xs = (indices, mask, jnp.arange(s, dtype=jnp.int32))
+        state, (loss_sum, correct) = jax.lax.scan(body, state, xs)
+        return state, loss_sum.sum(0), correct.sum(0)
+
+    donate = () if jax.default_backend() == "cpu" else (0,)
+    return jax.jit(train_epoch, donate_argnums=donate)
+
+
+def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None):
+    """A jitted `(state, images, labels, keys, subsets, epoch) -> (state, loss,
+    correct, margin_sum)`: one epoch where each replica trains on its own subset.
+
+    labels: int32 (R, N) over the whole training set; subsets: `Subsets`.
+    Returns per-replica summed loss and correct counts (R,), and with
+    `record_margins` the training margin of every image this epoch (R, N)
+    float32 (0 where a replica did not train on the image), accumulated inside
+    the compiled epoch; else margin_sum is None. Without subsets use
+    `make_train_epoch`, which this leaves untouched.
+    """
+    train_step = make_train_step(recipe, per_example=record_margins)
+
+    def train_epoch(state, images, labels, keys, subsets, epoch):
+        indices, mask = subset_batches(recipe.batch_size, keys.shuffle, epoch, subsets)
+        s = indices.shape[0]
+        every = max(1, s // TICKS_PER_EPOCH)
+        r, n = labels.shape
+        rows = jnp.arange(r)[:, None]  # (R, 1)
+
+        def body(carry, batch):
+            state, margin_sum = carry
+            idx, m, i = batch
+            state, out = train_step(state, images, labels, keys.dropout, idx, m)
+            if record_margins:
+                margin_sum = margin_sum.at[rows, idx].add(out[2] * m)
+            if tick is not None:
+                jax.lax.cond(
+                    (i + 1) % every == 0,
+                    lambda i: jax.debug.callback(tick, i + 1),
+                    lambda i: None,
+                    i,
+                )
+            return (state, margin_sum), out[:2]
+
+        margin0 = jnp.zeros((r, n) if record_margins else (r, 0), jnp.float32)
+        xs = (indices, mask, jnp.arange(s, dtype=jnp.int32))
+        (state, margin_sum), (loss_sum, correct) = jax.lax.scan(
+            body, (state, margin0), xs)
+        return state, loss_sum.sum(0), correct.sum(0), (
+            margin_sum if record_margins else None)
+
+    donate = () if jax.default_backend() == "cpu" else (0,)
+    return jax.jit(train_epoch, donate_argnums=donate)
+
+
+def make_predict(recipe: Recipe):
+    """A jitted `(params, images) -> (log_probs (R, N, K), features (R, N, 512))`.
+
+    images: uint8, padded to whole eval batches (see `pad_eval_set`). Features
+    are the penultimate activations (`simple_cnn.embed`), for feature-space detectors.
+    """
+    layers = simple_cnn.batched_layers(recipe.kernel, recipe.compute_dtype)
+
+    def predict(params, images):
+        r = jax.tree.leaves(params)[0].shape[0]
+        xs = images.reshape(-1, recipe.eval_batch_size, *images.shape[1:])
+
+        def body(_, x_u8):
+            x = jnp.broadcast_to(simple_cnn.normalize(x_u8), (r, *x_u8.shape))
+            feats = simple_cnn.embed(params, x, layers=layers)  # (R, EB, 512)
+            logits = layers.dense(feats, **params["fc2"])
+            return None, (jax.nn.log_softmax(logits), feats)
+
+        _, (logp, feats) = jax.lax.scan(body, None, xs)  # (NB, R, EB, .)
+        logp = logp.transpose(1, 0, 2, 3).reshape(r, -1, logp.shape[-1])
+        feats = feats.transpose(1, 0, 2, 3).reshape(r, -1, feats.shape[-1])
+        return logp, feats
+
+    return jax.jit(predict)
+
+
+def make_evaluate(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
+    """A jitted `(params, images, labels) -> (loss_sum (R,), confusion (R, K, K))`.
+
+    images/labels: the test set padded to a multiple of the eval batch, with
+    label -1 on the padding (see `pad_eval_set`).
+    """
+    apply = spec.make_apply(recipe)
+    k = recipe.n_classes
+
+    def evaluate(params, images, labels):
+        r = jax.tree.leaves(params)[0].shape[0]
+        eb = recipe.eval_batch_size
+        xs = images.reshape(-1, eb, *images.shape[1:])
+        ys = labels.reshape(-1, eb)
+
+        def body(carry, batch):
+            loss_sum, confusion = carry
+            x_u8, y = batch
+            x = jnp.broadcast_to(spec.prepare(x_u8), (r, *x_u8.shape))
+            logits = apply(params, x)  # (R, EB, L)
+            valid = y >= 0
+            y_r = jnp.broadcast_to(jnp.where(valid, y, 0), (r, eb))
+            ce = spec.loss(logits, y_r)
+            loss_sum = loss_sum + (ce * valid[None]).sum(-1)
+            # Float counts: integer matmuls are slow or missing on accelerators,
+            # and f32 holds whole numbers exactly far past any test set size.
+            pred = jax.nn.one_hot(spec.predict(logits), k, dtype=jnp.float32)
+            true = jax.nn.one_hot(y, k, dtype=jnp.float32)  # -1 -> all zeros
+            confusion = confusion + jnp.einsum("bi,rbj->rij", true, pred)
+            return (loss_sum, confusion), None
+
+        init = (jnp.zeros((r,), jnp.float32), jnp.zeros((r, k, k), jnp.float32))
+        (loss_sum, confusion), _ = jax.lax.scan(body, init, (xs, ys))
+        return loss_sum, confusion.astype(jnp.int32)
+
+    return jax.jit(evaluate)
+
+
+def pad_eval_set(
+    images: np.ndarray, labels: np.ndarray, eval_batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad the test set to whole eval batches; padded rows get label -1."""
+    pad = -len(labels) % eval_batch_size
+    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+    labels = np.concatenate([labels.astype(np.int32), np.full(pad, -1, np.int32)])
+    return images, labels
+
+
+class Engine:
+    """Compiled train/eval functions plus the device-resident data they read.
+
+    Build one per sweep; every chunk of the same size reuses the compilation.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        train_images: np.ndarray,
+        test_images: np.ndarray,
+        test_labels: np.ndarray,
+        *,
+        on_step: Callable[[int], None] | None = None,
+        spec: ModelSpec = SIMPLE_CNN,
+        devices=None,
+    ):
+        """`on_step(steps_done_in_epoch)`, if given, observes training progress.
+
+        The tick is compiled in on CPU only, where one epoch can take minutes
+        (always, so the compiled epoch is the same with or without an observer).
+        `spec` is what a replica is: SimpleCNN on uint8 images by default, or
+        e.g. `sweep.engine.transfer_head.spec(d)`, a head on float features held as "images".
+        `devices`: shard the replica axis over these (see `sweep.engine.sharding`); None
+        or one device is the plain single-device engine.
+        """
+        self.recipe = recipe
+        self.spec = spec
+        self.sharding = None
+        if devices is not None and len(devices) > 1:
+            self.sharding = ReplicaSharding(devices)
+        put = jax.device_put if self.sharding is None else self.sharding.put_shared
+
+        def tick(steps_done) -> None:
+            if on_step is not None:
+                on_step(int(steps_done))
+
+        self.train_epoch = make_train_epoch(
+            recipe, tick if jax.default_backend() == "cpu" else None, spec
+        )
+        self.init_state = jax.jit(lambda keys: init_state(recipe, keys, spec))
+        self.evaluate = make_evaluate(recipe, spec)
+        self.train_images = put(train_images)  # uint8 (or features), once per device
+        test_x, test_y = pad_eval_set(test_images, test_labels, recipe.eval_batch_size)
+        self.test_images = put(test_x)
+        self.test_labels = put(test_y)
+        self.n_test = len(test_labels)
+
+    def init(self, keys: ReplicaKeys) -> TrainState:
+        return self.place(self.init_state(keys.init), len(keys.init))
+
+    def place(self, tree, r: int):
+        """Per-replica arrays onto the device(s): sharded over the replica axis
+        when the engine spans several devices, else as `jax.device_put`."""
+        if self.sharding is None:
+            return jax.device_put(tree)
+        return self.sharding.put_replicas(tree, r)
+
+    def run_epoch(
+        self, state: TrainState, labels: jax.Array, keys: ReplicaKeys, epoch: int
+    ) -> tuple[TrainState, EpochMetrics]:
+        """Train one epoch (0-based `epoch`) and evaluate; metrics come to host."""
+        state, loss_sum, correct = self.train_epoch(
+            state, self.train_images, labels, keys, jnp.int32(epoch)
+        )
+        test_loss_sum, confusion = self.evaluate(
+            state.params, self.test_images, self.test_labels
+        )
+        # One host transfer per epoch, of a few numbers per replica.
+        loss_sum, correct, test_loss_sum, confusion = jax.device_get(
+            (loss_sum, correct, test_loss_sum, confusion)
+        )
+        n = self.recipe.n_train
+        return state, EpochMetrics(
+            train_loss=loss_sum / n,
+            train_accuracy=100.0 * correct / n,
+            test_loss=test_loss_sum / self.n_test,
+            confusion=confusion,
+        )
+
+    def train(
+        self,
+        labels: np.ndarray,
+        keys: ReplicaKeys,
+        epochs: int,
+        on_epoch=None,
+        start: tuple[TrainState, list[EpochMetrics]] | None = None,
+    ) -> tuple[TrainState, list[EpochMetrics]]:
+        """Train replicas; `on_epoch(epoch, state, history)` after each epoch.
+
+        `start` continues from a state saved after `len(history)` epochs. Data
+        order and dropout depend only on the keys, the epoch and the step count
+        in the state, so a continued run computes exactly what an unbroken one does.
+        """
+        r = len(labels)
+        labels = self.place(jnp.asarray(labels, jnp.int32), r)
+        keys = keys if self.sharding is None else self.place(keys, r)
+        state, history = start if start is not None else (self.init(keys), [])
+        history = list(history)
+        for epoch in range(len(history), epochs):
+            state, metrics = self.run_epoch(state, labels, keys, epoch)
+            history.append(metrics)
+            if on_epoch is not None:
+                on_epoch(epoch, state, history)
+        return state, history
+
+
+class SubsetEngine(Engine):
+    """An Engine whose replicas each train on their own subset of the images.
+
+    Everything else (keys, labels, evaluation) is the Engine's; `train` takes a
+    `Subsets` and can record every image's training margin per epoch.
+    """
+
+    def __init__(self, recipe: Recipe, train_images, test_images, test_labels, *,
+                 record_margins: bool = False,
+                 on_step: Callable[[int], None] | None = None):
+        super().__init__(recipe, train_images, test_images, test_labels,
+                         on_step=on_step)
+
+        def tick(steps_done) -> None:
+            if on_step is not None:
+                on_step(int(steps_done))
+
+        tick = tick if jax.default_backend() == "cpu" else None
+        self.record_margins = record_margins
+        self.subset_epoch = make_subset_epoch(recipe, record_margins=record_margins,
+                                              tick=tick)
+        self._predict = None
+
+    def train(self, labels, keys: ReplicaKeys, epochs: int, *, subsets: Subsets,
+              on_epoch=None, evaluate: bool | str = True):
+        """Train replicas on their subsets.
+
+        `evaluate`: True after every epoch, "last" after the last one only,
+        False never (out-of-fold models are judged on their held-out folds);
+        an epoch not evaluated has an all-zero confusion and NaN test loss.
+
+        Returns:
+          (state, history, margin_sum): margin_sum (R, N) float32 on the host,
+          the training margins summed over epochs (None unless recording).
+        """
+        labels = jax.device_put(jnp.asarray(labels, jnp.int32))
+        subsets = Subsets(jnp.asarray(subsets.index, jnp.int32),
+                          jnp.asarray(subsets.length, jnp.int32))
+        lengths = np.asarray(subsets.length)
+        state, history, total = self.init(keys), [], None
+        for epoch in range(epochs):
+            state, loss_sum, correct, margin = self.subset_epoch(
+                state, self.train_images, labels, keys, subsets, jnp.int32(epoch))
+            if evaluate is True or (evaluate == "last" and epoch == epochs - 1):
+                test_loss_sum, confusion = self.evaluate(
+                    state.params, self.test_images, self.test_labels)
+            else:
+                k = self.recipe.n_classes
+                test_loss_sum = jnp.full(loss_sum.shape, jnp.nan)
+                confusion = jnp.zeros((loss_sum.shape[0], k, k), jnp.int32)
+            loss_sum, correct, test_loss_sum, confusion, margin = jax.device_get(
+                (loss_sum, correct, test_loss_sum, confusion, margin))
+            history.append(EpochMetrics(
+                train_loss=loss_sum / lengths,
+                train_accuracy=100.0 * correct / lengths,
+                test_loss=test_loss_sum / self.n_test,
+                confusion=confusion,
+            ))
+            if margin is not None:
+                total = margin if total is None else total + margin
+            if on_epoch is not None:
+                on_epoch(epoch, state, history)
+        return state, history, total
+
+    def predict(self, params, images: np.ndarray):
+        """Log-probabilities (R, N, K) and penultimate features (R, N, 512), host."""
+        if self._predict is None:
+            self._predict = make_predict(self.recipe)
+        n = len(images)
+        padded, _ = pad_eval_set(images, np.zeros(n, np.int32),
+                                 self.recipe.eval_batch_size)
+        logp, feats = jax.device_get(self._predict(params, jax.device_put(padded)))
+        return logp[:, :n], feats[:, :n]
+
+
+def time_single_step(recipe: Recipe, train_images: jax.Array, repeats: int = 3) -> float:
+    """Seconds one replica's train step takes here (median, after a warm-up)."""
+    step = jax.jit(make_train_step(recipe))
+    keys = replica_keys(np.zeros(1), np.zeros(1))
+    state = init_state(recipe, keys.init)
+    labels = jnp.zeros((1, recipe.n_train), jnp.int32)
+    idx = jnp.arange(recipe.batch_size)[None] % recipe.n_train
+    mask = jnp.ones((recipe.batch_size,), jnp.float32)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        state, out = step(state, train_images, labels, keys.dropout, idx, mask)
+        jax.block_until_ready(out)
+        times.append(time.perf_counter() - t0)

@@ -1,0 +1,1 @@
+"""Attacks as labels a replica trains on: label flips, and the matrix's pairs."""
