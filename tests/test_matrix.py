@@ -105,7 +105,7 @@ def test_verify_checks_a_matrix_folder(data_dir, tmp_path, capsys):
     assert main(["verify", str(out)]) == 0
     text = capsys.readouterr().out
     assert "ok   poisoned.parquet: the configuration's 2 poisoned set(s)" in text
-    assert "classes 3->5, 9->1" in text
+    assert "ok   grid (classes, counts, seeds)" in text
     assert "exactly the grid's 6 (pair, count, seed) cells" in text
     poisoned = pd.read_parquet(out / "poisoned.parquet")
     gone = poisoned.index[poisoned["source"] == 9][0]
