@@ -16,7 +16,7 @@ Modules, bottom up:
   memory         how many replicas fit the device
 """
 
-from sweep.engine.batches import epoch_batches, subset_batches
+from sweep.engine.batches import epoch_batches, isolated_batches, subset_batches
 from sweep.engine.simple_cnn import SIMPLE_CNN
 from sweep.engine.spec import (
     EpochMetrics,
@@ -27,12 +27,20 @@ from sweep.engine.spec import (
     TrainState,
     replica_keys,
 )
-from sweep.engine.step import init_state, make_train_step, margins, optimizer
+from sweep.engine.step import (
+    init_state,
+    keep_inactive,
+    make_train_step,
+    margins,
+    optimizer,
+)
 from sweep.engine.trainer import (
     TICKS_PER_EPOCH,
     Engine,
     SubsetEngine,
     make_evaluate,
+    make_isolated_epoch,
+    make_log_probs,
     make_predict,
     make_subset_epoch,
     make_train_epoch,
@@ -53,7 +61,11 @@ __all__ = [
     "TrainState",
     "epoch_batches",
     "init_state",
+    "keep_inactive",
+    "isolated_batches",
     "make_evaluate",
+    "make_isolated_epoch",
+    "make_log_probs",
     "make_predict",
     "make_subset_epoch",
     "make_train_epoch",

@@ -77,7 +77,8 @@ def check(spec: str | None) -> None:
             raise _bad(spec, f"fails when applied: {one_line(e, limit=200)}") from None
 
 
-def per_replica(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+def per_replica(tx: optax.GradientTransformation, *, shared_scalars: bool = True
+                ) -> optax.GradientTransformation:
     """`tx` applied to each replica separately: state leaves gain the axis R.
 
     Updating the stacked parameters with one `tx.update` is only right for
@@ -92,12 +93,20 @@ def per_replica(tx: optax.GradientTransformation) -> optax.GradientTransformatio
     XLA rewrites the bias-correction divisions differently and the last bit of
     some updates moves. A scalar leaf that does depend on the replica (a count
     of non-finite steps) makes vmap refuse; then every leaf gets the axis R.
+
+    `shared_scalars=False` gives every leaf the axis R regardless: for replicas
+    that do not step in lockstep (a replica that sits a step out keeps its own
+    step count; `make_train_step(isolated=True)`).
     """
 
     def axes(state):
+        if not shared_scalars:
+            return jax.tree.map(lambda leaf: 0, state)
         return jax.tree.map(lambda leaf: None if jnp.ndim(leaf) == 0 else 0, state)
 
     def init(params):
+        if not shared_scalars:
+            return jax.vmap(tx.init)(params)
         one = jax.eval_shape(tx.init, jax.tree.map(lambda p: p[0], params))
         try:
             shared = axes(one)

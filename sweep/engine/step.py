@@ -17,19 +17,25 @@ from sweep.engine.spec import ModelSpec, Recipe, TrainState
 
 
 def optimizer(
-    recipe: Recipe, spec: ModelSpec = SIMPLE_CNN
+    recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *, own_counts: bool = False
 ) -> optax.GradientTransformation:
     """The recipe's optax transform (--optimizer), else the model's own
-    (SimpleCNN: torch's Adam; a head: Keras' RMSprop), each replica on its own."""
+    (SimpleCNN: torch's Adam; a head: Keras' RMSprop), each replica on its own.
+
+    `own_counts`: every replica keeps its own step count (and every other
+    state leaf) on the axis R, for replicas that may sit a step out."""
+    shared = not own_counts
     if recipe.optimizer is None and spec is not SIMPLE_CNN:
-        return optim.per_replica(spec.optimizer(recipe.lr))
-    return optim.per_replica(optim.build(recipe.optimizer, recipe.lr))
+        return optim.per_replica(spec.optimizer(recipe.lr), shared_scalars=shared)
+    return optim.per_replica(optim.build(recipe.optimizer, recipe.lr),
+                             shared_scalars=shared)
 
 
 def init_state(recipe: Recipe, init_keys: jax.Array,
-               spec: ModelSpec = SIMPLE_CNN) -> TrainState:
+               spec: ModelSpec = SIMPLE_CNN, *, own_counts: bool = False
+               ) -> TrainState:
     params = jax.vmap(spec.init)(init_keys)
-    opt_state = optimizer(recipe, spec).init(params)
+    opt_state = optimizer(recipe, spec, own_counts=own_counts).init(params)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32))
 
 
@@ -45,17 +51,33 @@ def margins(logits: jax.Array, y: jax.Array) -> jax.Array:
     return assigned - others.max(-1)
 
 
+def keep_inactive(active: jax.Array, new, old):
+    """`new` where a replica is active, else `old`, leaf by leaf: active (R,)
+    bool, every leaf of new/old (R, ...). Exact: a select, not arithmetic."""
+
+    def pick(n, o):
+        return jnp.where(active.reshape(-1, *([1] * (jnp.ndim(n) - 1))), n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
 def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
-                    per_example: bool = False):
+                    per_example: bool = False, isolated: bool = False):
     """`(state, images, labels, dropout_keys, idx, mask) -> (state, (loss, correct))`.
 
     One optimizer step for every replica on its own batch: idx (R, B) indexes the
     training images, mask (B,) (or (R, B) with per-replica subsets) is 0 on
     padding. Loss and correct are per-replica sums over the batch (R,).
     `per_example` adds each example's training margin (R, B) to the outputs.
+
+    `isolated`: replicas that do not step in lockstep. dropout_keys (R,) are
+    this step's own keys (the caller folds them; the shared `state.step` is
+    not used), the state must come from `init_state(own_counts=True)`, and a
+    replica whose mask row is all 0 sits the step out: its parameters and
+    optimizer state, step count included, are left exactly as they were.
     """
     apply = spec.make_apply(recipe)
-    tx = optimizer(recipe, spec)
+    tx = optimizer(recipe, spec, own_counts=isolated)
 
     def loss_fn(params, x, y, mask, dropout_keys):
         logits = apply(params, x, dropout=recipe.dropout, dropout_key=dropout_keys)
@@ -71,12 +93,20 @@ def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
     def train_step(state, images, labels, dropout_keys, idx, mask):
         x = spec.prepare(images[idx])  # (R, B, H, W, C) or (R, B, ...) features
         y = jnp.take_along_axis(labels, idx, axis=1)  # (R, B)
-        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(dropout_keys, state.step)
+        if isolated:
+            keys = dropout_keys
+        else:
+            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(dropout_keys,
+                                                                   state.step)
         grads, (ce, logits) = jax.grad(loss_fn, has_aux=True)(
             state.params, x, y, mask, keys
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if isolated:
+            active = mask.sum(-1) > 0  # (R,) replicas with a real example
+            params = keep_inactive(active, params, state.params)
+            opt_state = keep_inactive(active, opt_state, state.opt_state)
         m = mask[None] if mask.ndim == 1 else mask
         loss_sum = (ce * m).sum(-1)
         correct = ((spec.predict(logits) == y) * m).sum(-1)

@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels import invariance
 from sweep.engine import simple_cnn
-from sweep.engine.batches import epoch_batches, subset_batches
+from sweep.engine.batches import epoch_batches, isolated_batches, subset_batches
 from sweep.engine.sharding import ReplicaSharding
 from sweep.engine.simple_cnn import SIMPLE_CNN
 from sweep.engine.spec import (
@@ -113,6 +114,72 @@ def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None
 
     donate = () if jax.default_backend() == "cpu" else (0,)
     return jax.jit(train_epoch, donate_argnums=donate)
+
+
+def make_isolated_epoch(recipe: Recipe, *, tick=None):
+    """A jitted `(state, images, labels, keys, subsets, epoch) -> (state, loss,
+    correct, None)`: one epoch where each replica trains on its own subset, as a
+    function of that subset alone.
+
+    Every replica sees `isolated_batches` (its order keyed by its own key, the
+    epoch and the position in its row, never by the width M) and takes
+    ceil(length / B) real steps; the compiled epoch runs ceil(M / B) steps, and
+    in those past its own a replica sits out (`make_train_step(isolated=True)`:
+    parameters and optimizer state unchanged). Dropout keys are folded with the
+    epoch and the step within it, the same for every M. Compiled under
+    `kernels.invariance`, so neither the chunk's size nor the other replicas
+    change a replica's bits: a replica trained alone, or beside any others,
+    ends the same. The state must come from `init_state(own_counts=True)`.
+    """
+    train_step = make_train_step(recipe, isolated=True)
+
+    def train_epoch(state, images, labels, keys, subsets, epoch):
+        indices, mask = isolated_batches(recipe.batch_size, keys.shuffle, epoch,
+                                         subsets)
+        s = indices.shape[0]
+        every = max(1, s // TICKS_PER_EPOCH)
+        fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+        epoch_keys = fold(keys.dropout, epoch)  # (R,)
+
+        def body(state, batch):
+            idx, m, i = batch
+            state, out = train_step(state, images, labels, fold(epoch_keys, i), idx,
+                                    m)
+            if tick is not None:
+                jax.lax.cond(
+                    (i + 1) % every == 0,
+                    lambda i: jax.debug.callback(tick, i + 1),
+                    lambda i: None,
+                    i,
+                )
+            return state, out
+
+        xs = (indices, mask, jnp.arange(s, dtype=jnp.int32))
+        state, (loss_sum, correct) = jax.lax.scan(body, state, xs)
+        return state, loss_sum.sum(0), correct.sum(0), None
+
+    donate = () if jax.default_backend() == "cpu" else (0,)
+    return invariance.jit(train_epoch, donate_argnums=donate)
+
+
+def make_log_probs(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
+    """A jitted `(params, images) -> log_probs (R, N, K)` over whole eval batches
+    (see `pad_eval_set`), compiled under `kernels.invariance`: a replica's
+    outputs do not depend on the others in its chunk."""
+    apply = spec.make_apply(recipe)
+
+    def log_probs(params, images):
+        r = jax.tree.leaves(params)[0].shape[0]
+        xs = images.reshape(-1, recipe.eval_batch_size, *images.shape[1:])
+
+        def body(_, x_u8):
+            x = jnp.broadcast_to(spec.prepare(x_u8), (r, *x_u8.shape))
+            return None, jax.nn.log_softmax(apply(params, x))  # (R, EB, K)
+
+        _, out = jax.lax.scan(body, None, xs)  # (NB, R, EB, K)
+        return out.transpose(1, 0, 2, 3).reshape(r, -1, out.shape[-1])
+
+    return invariance.jit(log_probs)
 
 
 def make_predict(recipe: Recipe):
@@ -301,11 +368,19 @@ class SubsetEngine(Engine):
 
     Everything else (keys, labels, evaluation) is the Engine's; `train` takes a
     `Subsets` and can record every image's training margin per epoch.
+
+    `isolated=True` makes every replica a function of its own subset, labels
+    and keys alone (`make_isolated_epoch`): the same bits whatever the other
+    replicas of the chunk train on, however wide their subsets, and whatever
+    the chunk's size. Its numbers differ from the default mode's, which the
+    out-of-fold models of `detect` keep.
     """
 
     def __init__(self, recipe: Recipe, train_images, test_images, test_labels, *,
-                 record_margins: bool = False,
+                 record_margins: bool = False, isolated: bool = False,
                  on_step: Callable[[int], None] | None = None):
+        if isolated and record_margins:
+            raise ValueError("isolated replicas do not record training margins")
         super().__init__(recipe, train_images, test_images, test_labels,
                          on_step=on_step)
 
@@ -315,9 +390,16 @@ class SubsetEngine(Engine):
 
         tick = tick if jax.default_backend() == "cpu" else None
         self.record_margins = record_margins
-        self.subset_epoch = make_subset_epoch(recipe, record_margins=record_margins,
-                                              tick=tick)
+        self.isolated = isolated
+        if isolated:
+            self.init_state = invariance.jit(
+                lambda keys: init_state(recipe, keys, own_counts=True))
+            self.subset_epoch = make_isolated_epoch(recipe, tick=tick)
+        else:
+            self.subset_epoch = make_subset_epoch(
+                recipe, record_margins=record_margins, tick=tick)
         self._predict = None
+        self._log_probs = None
 
     def train(self, labels, keys: ReplicaKeys, epochs: int, *, subsets: Subsets,
               on_epoch=None, evaluate: bool | str = True):
@@ -331,6 +413,19 @@ class SubsetEngine(Engine):
           (state, history, margin_sum): margin_sum (R, N) float32 on the host,
           the training margins summed over epochs (None unless recording).
         """
+        if self.isolated and len(labels) == 1:
+            # XLA drops a replica axis of size 1 and picks other kernels, whose
+            # sums round otherwise: a lone replica trains beside its own twin.
+            # (`on_epoch` sees the pair.)
+            state, history, _ = self.train(
+                np.concatenate([labels, labels]),
+                ReplicaKeys(*(jnp.concatenate([k, k]) for k in keys)), epochs,
+                subsets=Subsets(*(np.concatenate([x, x]) for x in map(np.asarray,
+                                                                      subsets))),
+                on_epoch=on_epoch, evaluate=evaluate)
+            first = jax.tree.map(lambda x: x[:1], (state.params, state.opt_state))
+            return (TrainState(*first, state.step),
+                    [EpochMetrics(*(x[:1] for x in m)) for m in history], None)
         labels = jax.device_put(jnp.asarray(labels, jnp.int32))
         subsets = Subsets(jnp.asarray(subsets.index, jnp.int32),
                           jnp.asarray(subsets.length, jnp.int32))
@@ -348,9 +443,11 @@ class SubsetEngine(Engine):
                 confusion = jnp.zeros((loss_sum.shape[0], k, k), jnp.int32)
             loss_sum, correct, test_loss_sum, confusion, margin = jax.device_get(
                 (loss_sum, correct, test_loss_sum, confusion, margin))
+            with np.errstate(invalid="ignore"):  # an empty subset: 0 / 0 = NaN
+                train_loss, train_acc = loss_sum / lengths, 100.0 * correct / lengths
             history.append(EpochMetrics(
-                train_loss=loss_sum / lengths,
-                train_accuracy=100.0 * correct / lengths,
+                train_loss=train_loss,
+                train_accuracy=train_acc,
                 test_loss=test_loss_sum / self.n_test,
                 confusion=confusion,
             ))
@@ -359,6 +456,19 @@ class SubsetEngine(Engine):
             if on_epoch is not None:
                 on_epoch(epoch, state, history)
         return state, history, total
+
+    def log_probs(self, params, images: np.ndarray) -> np.ndarray:
+        """Log-probabilities (R, N, K) on the host, compiled under
+        `kernels.invariance`: a replica's outputs do not depend on its chunk."""
+        if self._log_probs is None:
+            self._log_probs = make_log_probs(self.recipe)
+        r, n = jax.tree.leaves(params)[0].shape[0], len(images)
+        if r == 1:  # as in `train`: a lone replica beside its twin
+            params = jax.tree.map(lambda x: jnp.concatenate([x, x]), params)
+        padded, _ = pad_eval_set(images, np.zeros(n, np.int32),
+                                 self.recipe.eval_batch_size)
+        out = jax.device_get(self._log_probs(params, jax.device_put(padded)))
+        return out[:r, :n]
 
     def predict(self, params, images: np.ndarray):
         """Log-probabilities (R, N, K) and penultimate features (R, N, 512), host."""
