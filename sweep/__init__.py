@@ -5,13 +5,16 @@
     res.summary, res.plot_dose_response(), res.report()
     sweep.load("results/...")
     sweep.summarize(metrics_df, level=0.95, epoch=None, classes=("cat", "dog"))
+    sweep.certify(data="sample", partitions=[50], counts=[5, 50])  # certified defence
 """
 
-from sweep.api import Results, load, run
+from sweep.api import CertifyResults, Results, certify, load, run
 from sweep.stats import dose_response, summarize, threshold_count, threshold_set
 
 __all__ = [
+    "CertifyResults",
     "Results",
+    "certify",
     "dose_response",
     "load",
     "run",

@@ -6,6 +6,8 @@
     res.plot_dose_response()    # a matplotlib Figure; a notebook shows it inline
     res.report()                # writes report.html beside the results; its path
     res = sweep.load("results/cat-dog-flip-s4-...")   # a finished folder
+    cert = sweep.certify(data="sample", partitions=[50], counts=[5, 50], seeds=3)
+    cert.certified, cert.attack, cert.report()          # a certified defence
 
 Keyword arguments are the command line's options with underscores (`--train-size`
 is `train_size`, `--unpaired` is `unpaired=True`, `--dtype` is `dtype`); lists
@@ -25,6 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweep.defences.certify import certify_report
+from sweep.defences.certify.certify_run import CertifyConfig, run_certify
 from sweep.errors import SweepError
 from sweep.experiment.config import Config
 from sweep.experiment.running import run_sweep
@@ -172,3 +176,104 @@ class Results:
         analysis = write.analyse(self.path, level=level, threshold=threshold)
         drawn, _ = write.plan_figures(analysis, level=level, only="dose_response.png")
         return drawn[0][2]()
+
+
+# sweep.certify's own options (the rest are a sweep's); --aggregation's name.
+CERTIFY_OPTIONS = {"partitions": "partitions", "aggregation": "aggregations",
+                   "aggregations": "aggregations", "fa_copies": "fa_copies",
+                   "base_epochs": "base_epochs", "baseline": "baseline",
+                   "level": "level"}
+CERTIFY_SEEDS = 3  # the command line's default: partition seeds
+
+
+def certify(*, log: Callable[[str], None] | None = None, **options
+            ) -> CertifyResults:
+    """Run (or continue) a certified defence and return its results.
+
+    Partition aggregation (`python -m sweep certify`): for every seed, k base
+    models on hash partitions of the training set, trained together as
+    replicas; every test image's prediction and certified radius; under each
+    flip count, the touched partitions retrained, beside the undefended sweep.
+
+    Args:
+      log: where one-line status messages go (default: stderr).
+      **options: a sweep's options (`data=`, `train_size=`, `counts=`,
+        `seeds=` (default 3), `epochs=`, `out=`, ...) and the defence's:
+        `partitions=[50, 250]`, `aggregation="dpa,dpa-roe"` (or a list; also
+        "fa", "fa-roe"), `fa_copies=8`, `base_epochs=`, `baseline=True`,
+        `level=0.95`.
+    """
+    own = {CERTIFY_OPTIONS[k]: options.pop(k) for k in list(options)
+           if k in CERTIFY_OPTIONS}
+    options.setdefault("seeds", CERTIFY_SEEDS)
+    for name in ("partitions", "aggregations"):
+        if name in own:
+            own[name] = _counts(own[name])
+    if "partitions" in own:
+        try:
+            own["partitions"] = tuple(int(k) for k in own["partitions"])
+        except ValueError:
+            raise SweepError(f"partitions takes whole numbers, got "
+                             f"{','.join(own['partitions'])}") from None
+    config = CertifyConfig(sweep=config_of(**options), **own)
+    out = run_certify(config, log=log or (lambda s: print(s, file=sys.stderr)))
+    return CertifyResults(out)
+
+
+class CertifyResults:
+    """A certify run's folder, read lazily.
+
+    Attributes:
+      path: the folder; meta: certify.json as a dict.
+      certificates, certified, certified_seeds, attack, price, models,
+      ensembles: the parquet tables (DataFrames).
+      sweep: the undefended sweep's `Results` (None without the baseline).
+    """
+
+    TABLES = ("certificates", "certified", "certified_seeds", "attack", "price",
+              "models", "ensembles")
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not (self.path / "certify.json").exists():
+            raise SweepError(f"{self.path} is not a certify run (no certify.json)")
+        self._tables: dict = {}
+
+    def __repr__(self) -> str:
+        cfg = self.meta["config"]
+        return (f"<sweep CertifyResults k={cfg['partitions']}, counts "
+                f"{self.meta.get('resolved_counts')}: {self.path}>")
+
+    def __getattr__(self, name: str):
+        if name not in CertifyResults.TABLES:
+            raise AttributeError(name)
+        if name not in self._tables:
+            path = self.path / f"{name}.parquet"
+            if not path.exists():
+                raise SweepError(f"{self.path} has no {name}.parquet; rerun the "
+                                 "certify command to finish it")
+            self._tables[name] = pd.read_parquet(path)
+        return self._tables[name]
+
+    @property
+    def meta(self) -> dict:
+        return json.loads((self.path / "certify.json").read_text())
+
+    @property
+    def sweep(self) -> Results | None:
+        sub = self.path / "sweep"
+        return Results(sub) if (sub / "metrics.parquet").exists() else None
+
+    def report(self) -> Path:
+        """Write certify.html, certify.md and the PNGs; the html path."""
+        return certify_report.write_certify_report(self.path)
+
+    def figures(self) -> dict:
+        """The report's figures as matplotlib Figures: "certified", "attack"."""
+        meta = self.meta
+        src = meta["source_id"]
+        name = meta["class_names"][src]
+        return {"certified": certify_report.figure_certified(
+                    self.certified, source=src, source_name=name),
+                "attack": certify_report.figure_attack(
+                    self.attack, class_id=src, class_name=name)}

@@ -5,6 +5,7 @@
     python -m sweep plan --effect 1.0                   how many seeds to pay for
     python -m sweep verify RESULTS_DIR [--data PATH]    re-check provenance
     python -m sweep detect --counts 50,500 --folds 4    find the flips, repair
+    python -m sweep certify --partitions 50             a certified defence
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import sys
 
 from sweep import api
-from sweep.cli import commands, console, detect_command
+from sweep.cli import certify_command, commands, console, detect_command
 from sweep.cli.parser import Parser, config_from, run_parser
 from sweep.errors import SweepError
 
-COMMANDS = ("run", "report", "plan", "verify", "detect")
+COMMANDS = ("run", "report", "plan", "verify", "detect", "certify")
 
 
 def cmd_run(argv: list[str]) -> int:
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(argv)
         if command == "detect":
             return detect_command.cmd_detect(argv, Parser)
+        if command == "certify":
+            return certify_command.cmd_certify(argv)
         return getattr(commands, f"cmd_{command}")(argv, Parser)
     except SweepError as e:
         print(f"sweep: error: {e}", file=sys.stderr)
