@@ -33,7 +33,8 @@ def test_gpu_sh_parses_and_refuses_unknown_stages(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "script", ["train_bench.py", "kernels_bench.py", "bf16_accuracy.py"])
+    "script", ["train_bench.py", "kernels_bench.py", "bf16_accuracy.py",
+               "certify_bench.py"])
 def test_bench_entry_points_answer_help(script):
     done = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"],
                           capture_output=True, text=True, cwd=REPO,

@@ -96,7 +96,7 @@ def run_parser() -> Parser:
         "head: resize images to this square, bilinear as Keras' load_img "
         "(default 150 for a train/+validation/ folder, else the data's size)"))
     m.add_argument("--test-size", type=int, default=None,
-                   help="head: class-balanced subset of the test split")
+                   help="class-balanced subset of the test split (images)")
     m.add_argument("--pooling", choices=("avg", "max"), default=None, help=(
         "head: pool the backbone's output over space instead of flattening it "
         "(as keras.applications' pooling=); far fewer head weights"))

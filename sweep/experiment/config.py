@@ -77,7 +77,7 @@ class Config:
     classes: tuple[str, ...] | None = None  # head: the two classes (default
     #   source, target)
     image_size: int | None = None  # head: resize images to this square (pixels)
-    test_size: int | None = None  # head: class-balanced test subset (images)
+    test_size: int | None = None  # class-balanced test subset (images)
     pooling: str | None = None  # head: None flattens the backbone's output;
     #   "avg"/"max" pool it over space (Keras applications' `pooling`)
 
@@ -177,9 +177,10 @@ def validate(c: Config) -> None:
 def validate_model(c: Config) -> None:
     if c.model not in MODELS:
         raise SweepError(f"--model must be one of {', '.join(MODELS)}")
+    if c.test_size is not None and c.test_size < 1:
+        raise SweepError(f"--test-size must be positive, got {c.test_size}")
     head_only = {"backbone": c.backbone, "weights": c.weights, "classes": c.classes,
-                 "image_size": c.image_size, "test_size": c.test_size,
-                 "pooling": c.pooling}
+                 "image_size": c.image_size, "pooling": c.pooling}
     if c.model == "cnn":
         given = [k.replace("_", "-") for k, v in head_only.items() if v is not None]
         if given:
@@ -191,10 +192,8 @@ def validate_model(c: Config) -> None:
         raise SweepError(f"--pooling must be avg or max, got {c.pooling!r}")
     if c.classes is not None and len(c.classes) != 2:
         raise SweepError(f"--classes takes two classes, got {','.join(c.classes)}")
-    for name in ("image_size", "test_size"):
-        v = getattr(c, name)
-        if v is not None and v < 1:
-            raise SweepError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    if c.image_size is not None and c.image_size < 1:
+        raise SweepError(f"--image-size must be positive, got {c.image_size}")
 
 
 def parse_pairs(specs: Sequence[str]) -> tuple[tuple[str, str], ...] | str:

@@ -138,6 +138,8 @@ def prepare(config: Config) -> Prepared:
         ds = view.dataset
     else:
         ds = data_lib.load(config.data)
+        if config.test_size is not None:  # quick runs: fewer test images
+            ds = with_test_subset(ds, config.test_size)
     rows = np.arange(len(ds.train_labels))
     if config.train_size is not None:
         rows = data_lib.balanced_subset(
@@ -207,6 +209,15 @@ def prepare(config: Config) -> Prepared:
     return Prepared(config, ds, images, labels, rows, source, target, grid,
                     poisoned, flipped, out, transfer=info, pairs=pairs,
                     pair_labels=pair_labels, pair_flipped=pair_flipped)
+
+
+def with_test_subset(ds: data_lib.Dataset, n: int) -> data_lib.Dataset:
+    """The dataset with a class-balanced subset of n test images (seed 0, as a
+    head sweep's --test-size takes it); the content hash is the subset's."""
+    rows = data_lib.balanced_subset(ds.test_labels, n, seed=0)
+    return data_lib.dataset_from_arrays(
+        ds.train_images, ds.train_labels, ds.test_images[rows], ds.test_labels[rows],
+        ds.class_names, source=ds.source)
 
 
 def check_measurable(ds: data_lib.Dataset, source: int, target: int) -> None:

@@ -83,7 +83,7 @@ def _class_order(meta: dict) -> list[int]:
 
 
 def figure_certified(curves: pd.DataFrame, *, source: int, source_name: str,
-                     single: pd.DataFrame | None = None) -> Figure:
+                     single: float | None = None) -> Figure:
     """Certified accuracy against radius, one panel per k: every aggregation
     over all test images (solid) and the source class (dashed), shaded with
     the interval over seeds; a dotted line at the single model's clean
@@ -105,7 +105,7 @@ def figure_certified(curves: pd.DataFrame, *, source: int, source_name: str,
                 if np.isfinite(c["ci_low"]).all():
                     ax.fill_between(c["radius"], c["ci_low"], c["ci_high"],
                                     step="post", color=COLORS[method], alpha=0.12)
-        if single is not None and len(single):
+        if single is not None:
             ax.axhline(single, color="grey", ls=":", lw=1.2,
                        label="one model on all data (clean)")
         top = g.loc[g["mean"] > 0, "radius"].max()

@@ -222,8 +222,8 @@ def violations(certs: pd.DataFrame) -> pd.DataFrame:
     but changed under that attack: the certificate's promise, checked on the
     attacks this run made. Empty unless something is wrong."""
     key = ["k", "d", "method", "seed", "test_index"]
-    clean = certs[certs["count"] == 0].set_index(key)[["prediction", "radius"]]
-    att = certs[certs["count"] > 0].join(clean, on=key, rsuffix="_clean")
+    clean = certs.loc[certs["count"] == 0, [*key, "prediction", "radius"]]
+    att = certs[certs["count"] > 0].merge(clean, on=key, suffixes=("", "_clean"))
     bad = (att["radius_clean"] >= att["n_flipped"]) & (
         att["prediction"] != att["prediction_clean"])
     return att[bad]
