@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sweep import results
 from sweep.report.rendering import Block, html_page, markdown, png_bytes
@@ -89,7 +90,7 @@ def figure_certified(curves: pd.DataFrame, *, source: int, source_name: str,
     the interval over seeds; a dotted line at the single model's clean
     accuracy (all images) when the sweep ran."""
     ks = sorted(curves["k"].unique())
-    figure = _figure(4.6 * len(ks), 3.8)
+    figure = _figure(max(6.5, 4.8 * len(ks)), 4.0)
     axes = figure.subplots(1, len(ks), squeeze=False)[0]
     for ax, k in zip(axes, ks):
         g = curves[curves["k"] == k]
@@ -99,23 +100,28 @@ def figure_certified(curves: pd.DataFrame, *, source: int, source_name: str,
                 if c.empty:
                     continue
                 c = c.sort_values("radius")
+                # Accuracy at r holds on [r, r + 1): the last step drawn too.
+                x = np.r_[c["radius"].to_numpy(), c["radius"].max() + 1]
+                y = np.r_[c["mean"].to_numpy(), c["mean"].iloc[-1]]
                 label = f"{LABELS[method]}, {'all' if class_id < 0 else source_name}"
-                ax.step(c["radius"], c["mean"], where="post", ls=style,
-                        color=COLORS[method], label=label)
-                if np.isfinite(c["ci_low"]).all():
-                    ax.fill_between(c["radius"], c["ci_low"], c["ci_high"],
-                                    step="post", color=COLORS[method], alpha=0.12)
+                ax.step(x, y, where="post", ls=style, color=COLORS[method],
+                        label=label)
+                if class_id < 0 and np.isfinite(c["ci_low"]).all():
+                    ax.fill_between(x, np.r_[c["ci_low"], c["ci_low"].iloc[-1]],
+                                    np.r_[c["ci_high"], c["ci_high"].iloc[-1]],
+                                    step="post", color=COLORS[method], alpha=0.08)
         if single is not None:
             ax.axhline(single, color="grey", ls=":", lw=1.2,
                        label="one model on all data (clean)")
         top = g.loc[g["mean"] > 0, "radius"].max()
         ax.set(title=f"k = {k}", xlabel="certified radius (poisoned images)",
                ylabel="certified accuracy (%)", ylim=(0, 100),
-               xlim=(0, max(1, (top if np.isfinite(top) else 1) + 1)))
+               xlim=(0, (top if np.isfinite(top) else 0) + 2))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     figure.suptitle("Certified accuracy against radius (mean over partition "
-                    "seeds, shaded: interval)", fontsize=9)
+                    "seeds; shaded: interval, all images)", fontsize=9)
     return figure
 
 
@@ -126,7 +132,7 @@ def figure_attack(attack: pd.DataFrame, *, class_id: int, class_name: str) -> Fi
     radius = the number of flipped images; bars are intervals over seeds."""
     a = attack[attack["class_id"] == class_id]
     panels = list(a.groupby(["k", "d", "method"], sort=True).groups)
-    figure = _figure(4.6 * len(panels), 3.9)
+    figure = _figure(max(6.5, 4.6 * len(panels)), 3.9)
     axes = figure.subplots(1, max(1, len(panels)), squeeze=False)[0]
     for ax, (k, d, method) in zip(axes, panels):
         g = a[(a["k"] == k) & (a["d"] == d) & (a["method"] == method)]
@@ -134,10 +140,9 @@ def figure_attack(attack: pd.DataFrame, *, class_id: int, class_name: str) -> Fi
         x = np.arange(len(g))
         for name, color, label, nudge in (
                 ("undefended", UNDEFENDED, "undefended model (sweep)", -0.08),
-                ("ensemble", ENSEMBLE, f"{LABELS[method]} ensemble under attack",
-                 0.0),
-                ("certified", CERTIFIED, f"{LABELS[method]} certified at "
-                 "radius = flips", 0.08)):
+                ("ensemble", ENSEMBLE, "ensemble under the same flips", 0.0),
+                ("certified", CERTIFIED, "certified at radius = flips (any "
+                 "attack that size)", 0.08)):
             mean = g[f"{name}_mean"].to_numpy(float)
             if not np.isfinite(mean).any():
                 continue
@@ -146,7 +151,7 @@ def figure_attack(attack: pd.DataFrame, *, class_id: int, class_name: str) -> Fi
             ax.errorbar(x + nudge, mean, yerr=err, marker="o", capsize=3,
                         color=color, label=label)
         ax.set_xticks(x, [str(c) for c in g["count"]])
-        title = f"k = {k}" + (f", d = {d}" if d > 1 else "")
+        title = f"{LABELS[method]}, k = {k}" + (f", d = {d}" if d > 1 else "")
         ax.set(title=title, xlabel="flipped labels (count)",
                ylabel=f"{class_name} test accuracy (%)", ylim=(0, 100))
         ax.grid(alpha=0.3)
@@ -260,7 +265,8 @@ def write_certify_report(out) -> Path:
     blocks.append(Block("p", (
         f"{meta['n_train']:,} training images split by a salted hash of each "
         f"image's bytes into k = {', '.join(map(str, cfg['partitions']))} "
-        f"partitions; one SimpleCNN base model per partition ({epochs} epochs, "
+        f"partitions; one SimpleCNN base model per partition ({epochs} "
+        f"epoch{'s' * (epochs != 1)}, "
         "the sweep's recipe), all trained together as engine replicas, each a "
         f"function of its own partition only. {seeds} seeds: each is a partition "
         "hash and the base models' keys. A test image's certified radius is the "
