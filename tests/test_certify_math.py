@@ -20,7 +20,7 @@ from sweep import data
 from sweep.defences.certify import aggregation as agg
 from sweep.defences.certify import partition as part
 from sweep.errors import SweepError
-from sweep.poison import poison_labels
+from sweep.experiment.attacks.label_flips import poison_labels
 
 
 def plurality_ref(profiles: np.ndarray, num_classes: int) -> np.ndarray:
