@@ -69,6 +69,7 @@ def replica(tree, r):
     return jax.tree.map(lambda leaf: leaf[r], tree)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["im2col", "vmap"])
 def test_replica_in_sweep_equals_replica_trained_alone(tiny, kernel):
     images, labels, test_x, test_y = tiny
@@ -126,6 +127,7 @@ def test_batched_gradients_equal_the_plain_single_model(kernel):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_engine_follows_the_plain_training_loop(tiny):
     """Against an independent trainer: Python loops, plain layers, real short batch.
 
@@ -148,6 +150,7 @@ def test_engine_follows_the_plain_training_loop(tiny):
         assert distance(other, alone) > 0.5 * distance(alone, init)
 
 
+@pytest.mark.slow
 def test_metrics_are_consistent_with_a_direct_evaluation(tiny):
     images, labels, test_x, test_y = tiny
     recipe = engine.Recipe(n_train=N_TRAIN, n_classes=10, batch_size=BATCH,
@@ -274,6 +277,7 @@ def test_dropout_keeps_with_probability_one_minus_rate_and_scales_survivors():
     assert not np.array_equal(ys[0], ys[1])
 
 
+@pytest.mark.slow
 def test_second_epoch_and_second_chunk_do_not_recompile(tiny):
     images, labels, test_x, test_y = tiny
     recipe = engine.Recipe(n_train=N_TRAIN, n_classes=10, batch_size=BATCH,

@@ -228,6 +228,7 @@ def _cifar_batch(n: int) -> jax.Array:
     return jnp.asarray(np.stack(images), jnp.float32) / 127.5 - 1.0
 
 
+@pytest.mark.slow
 def test_simplecnn_on_cifar_matches_per_replica_reference():
     # Two replicas of the whole network (auto formulations) on real images:
     # logits and the gradient of the summed loss equal the reference layers'.

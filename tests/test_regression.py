@@ -36,6 +36,8 @@ import pytest
 from sweep.experiment import config as config_lib
 from sweep.experiment.running import run_sweep
 
+pytestmark = pytest.mark.slow  # the fixed sweep, run twice
+
 POISONED = "73fe200d3d837c20b826bbbc0c82f97cd461391d4bd9cb8cb428b52924e583d1"
 # Per replica: (count, seed, train_loss, test_loss, correct per class).
 PINNED: dict[int, tuple] = {}

@@ -17,6 +17,8 @@ import pytest
 
 from tests.fixtures_data import shared_slice, write_parquet_dataset
 
+pytestmark = pytest.mark.slow  # two sweeps, one over 4 virtual devices
+
 
 def run_sweep(data_dir, out, *extra):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
