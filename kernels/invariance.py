@@ -23,8 +23,9 @@ same bits for R in 1, 2, 3, 6, 8 and 16 (tests/test_chunk_invariance.py,
 tests/test_kernels.py). Keeping YNNPACK's dots and turning off only its
 reductions (``"LIBRARY_FUSION_TYPE_DOT"``) is invariant too but was slower.
 Measured interleaved at R = 8, batch 128, on the shared 2-core VM (loaded, so
-ratios only): a train step 0.955x the default options' time with no YNNPACK,
-1.04x with YNNPACK dots kept; evaluation 0.74x and 0.99x.
+ratios only; medians of paired ratios in three runs): a train step took 0.96-
+1.04x the default options' time with no YNNPACK fusions, 1.04-1.10x with
+YNNPACK's dots kept; evaluation 0.74-0.76x and 0.99-1.02x.
 
 Numbers change against the default options (every dot and the large sums move
 to Eigen and XLA's loops). Other backends get no options: GPU and TPU
