@@ -60,7 +60,7 @@ import optax
 
 from bench import flax_cnn
 from bench import kernel_baselines as baselines
-from kernels import conv, pool
+from kernels import conv, invariance, pool
 from kernels.select import choose
 from sweep.engine import simple_cnn
 from sweep.results import environment as env_lib
@@ -131,7 +131,8 @@ def make_step(logits_fn: Callable, tx: optax.GradientTransformation) -> Callable
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    # Compiled as the engine compiles it (kernels/invariance.py).
+    return invariance.jit(step, donate_argnums=(0, 1))
 
 
 def flax_step(tx: optax.GradientTransformation, batch: int):
@@ -343,8 +344,8 @@ class LayerCase:
         self.name, self.inner = name, inner
         self.args_fwd, self.args_train = args_fwd, args_train
         start = time.perf_counter()
-        self.fwd = jax.jit(fwd).lower(*args_fwd).compile()
-        self.train = jax.jit(train).lower(*args_train).compile()
+        self.fwd = invariance.jit(fwd).lower(*args_fwd).compile()
+        self.train = invariance.jit(train).lower(*args_train).compile()
         self.compile_s = time.perf_counter() - start
         self.times = {"fwd": [], "train": []}
 

@@ -6,7 +6,9 @@ that backend (full SimpleCNN train step, batch 128, each formulation x R).
 
 CPU (2-core AMD EPYC VM, XLA:CPU, jax 0.10.2; 2026-11-22; ms per replica step,
 plain single model ~88 ms; medians of 9-15 interleaved steps, other jobs
-sharing the machine, so +-5-10%):
+sharing the machine, so +-5-10%; measured with XLA:CPU's default YNNPACK
+fusions, before ``kernels.invariance`` turned them off for the engine: the
+bench now compiles as the engine does, re-measure this row):
 
     R   vmap    map       unroll  im2col  auto
     1   92      3470      91      80      81

@@ -27,6 +27,7 @@ def finished(tmp_path_factory):
     return sweep.run(out=out, progress=False, **TINY)
 
 
+@pytest.mark.slow
 def test_run_returns_the_folder_tables_and_manifest(finished):
     res = finished
     assert isinstance(res, api.Results)
@@ -41,6 +42,7 @@ def test_run_returns_the_folder_tables_and_manifest(finished):
     assert "cat->dog" in repr(res)
 
 
+@pytest.mark.slow
 def test_figures_are_matplotlib_figures_and_report_writes_the_html(finished):
     res = sweep.load(finished.path)
     figures = res.figures()
@@ -53,6 +55,7 @@ def test_figures_are_matplotlib_figures_and_report_writes_the_html(finished):
     assert (res.path / "dose_response.png").exists()
 
 
+@pytest.mark.slow
 def test_load_reads_the_same_tables_and_refuses_a_non_sweep(finished, tmp_path):
     again = sweep.load(finished.path)
     pd.testing.assert_frame_equal(again.metrics, finished.metrics)
@@ -85,6 +88,7 @@ def test_unknown_and_bad_options_are_one_line_errors():
         sweep.run(seeds=0)
 
 
+@pytest.mark.slow
 def test_the_notebook_example_runs(tmp_path):
     env = {**os.environ, "SWEEP_EXAMPLE_QUICK": "1", "MPLBACKEND": "Agg"}
     out = tmp_path / "example"

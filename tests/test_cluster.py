@@ -20,6 +20,8 @@ import pytest
 from sweep.errors import SweepError
 from tests.fixtures_data import shared_slice, write_parquet_dataset
 
+pytestmark = pytest.mark.slow  # a real Ray cluster
+
 TABLES = ("metrics", "confusion", "summary", "poisoned")
 
 

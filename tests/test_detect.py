@@ -190,6 +190,7 @@ def detect_run(tmp_path_factory):
     return done.stdout, out
 
 
+@pytest.mark.slow
 def test_out_of_fold_models_never_score_images_they_trained_on(detect_run):
     _, out = detect_run
     s = pd.read_parquet(out / "suspects.parquet")
@@ -215,6 +216,7 @@ def test_out_of_fold_models_never_score_images_they_trained_on(detect_run):
     assert seen == 2 * 2 * 2
 
 
+@pytest.mark.slow
 def test_detectors_find_the_flips_in_easy_data(detect_run):
     stdout, out = detect_run
     s = pd.read_parquet(out / "suspects.parquet")
@@ -238,6 +240,7 @@ def test_detectors_find_the_flips_in_easy_data(detect_run):
     assert "detection of the flipped labels" in stdout
 
 
+@pytest.mark.slow
 def test_repair_is_paired_and_removes_the_flags(detect_run):
     _, out = detect_run
     s = pd.read_parquet(out / "suspects.parquet")
@@ -300,6 +303,7 @@ def test_default_fingerprint_is_the_one_from_before_relabel_repairs():
     assert one.fingerprint() != "30775fa8d331"
 
 
+@pytest.mark.slow
 def test_relabel_replicas_train_on_the_relabelled_labels(detect_run, tmp_path,
                                                          monkeypatch):
     """train_repaired hands the engine, for a relabel replica, the given labels

@@ -58,6 +58,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_disk_full_mid_sweep_stops_cleanly_and_resumes_to_the_same_numbers(
     tmp_path, small_disk
 ):

@@ -67,6 +67,7 @@ def with_nan_params(state: engine.TrainState, replica: int) -> engine.TrainState
 # Divergence.
 
 
+@pytest.mark.slow
 def test_a_nan_replica_diverges_alone_and_the_others_are_untouched():
     rng = np.random.default_rng(1)
     n_train, r = 40, 3
@@ -120,6 +121,7 @@ def diverged_sweep(tiny_data, tmp_path_factory):
     return out, (2, 1)
 
 
+@pytest.mark.slow
 def test_diverged_replica_is_flagged_and_counted(diverged_sweep):
     out, (count, seed) = diverged_sweep
     metrics = pd.read_parquet(out / "metrics.parquet")
@@ -137,6 +139,7 @@ def test_diverged_replica_is_flagged_and_counted(diverged_sweep):
     assert manifest["n_diverged"] == 1
 
 
+@pytest.mark.slow
 def test_statistics_leave_the_diverged_seed_out(diverged_sweep):
     out, (count, seed) = diverged_sweep
     summary = pd.read_parquet(out / "summary.parquet")
@@ -153,6 +156,7 @@ def test_statistics_leave_the_diverged_seed_out(diverged_sweep):
     assert np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"])
 
 
+@pytest.mark.slow
 def test_report_states_how_many_replicas_diverged(diverged_sweep, capsys):
     out, (count, seed) = diverged_sweep
     assert main(["report", str(out)]) == 0
@@ -192,6 +196,7 @@ def fits_two(monkeypatch):
     return asked
 
 
+@pytest.mark.slow
 def test_out_of_memory_falls_back_to_smaller_chunks(tiny_data, tmp_path, fits_two):
     # 2 counts x 4 seeds = 8 replicas: 8 fails, 4 fails, 2 fits.
     config = tiny_config(tiny_data, tmp_path / "oom", seeds=4, epochs=1,

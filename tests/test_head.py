@@ -52,6 +52,7 @@ def keras_broadcasts():
         yield
 
 
+@pytest.mark.slow
 def test_head_in_engine_matches_keras_fit(keras):
     x, labels, test_x, test_y = features_and_labels()
     epochs = 3
@@ -106,6 +107,7 @@ def test_binary_cross_entropy_is_keras(keras):
                                np.asarray(theirs), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_head_replica_with_dropout_equals_head_alone():
     """Batched heads, dropout on, equal each head's own unbatched step."""
     x, labels, _, _ = features_and_labels()

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import conv, dense, pool
+from kernels import conv, dense, invariance, pool
 from kernels.select import KernelError, choose
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -228,6 +228,7 @@ def _cifar_batch(n: int) -> jax.Array:
     return jnp.asarray(np.stack(images), jnp.float32) / 127.5 - 1.0
 
 
+@pytest.mark.slow
 def test_simplecnn_on_cifar_matches_per_replica_reference():
     # Two replicas of the whole network (auto formulations) on real images:
     # logits and the gradient of the summed loss equal the reference layers'.
@@ -262,3 +263,46 @@ def test_simplecnn_on_cifar_matches_per_replica_reference():
         jax.jit(jax.grad(lambda p: loss(p, *ref)))(params),
         tol,
     )
+
+
+# Chunk sizes a replica must not notice: its forward pass and gradients (bias
+# gradients included, the sums XLA:CPU handed to YNNPACK) are bit identical
+# whether it is compiled alone or among 1, 2, 5 or 7 others. Shapes large
+# enough that jaxlib 0.10.2's default options did differ (conv bias at R = 6).
+CHUNKS = (1, 2, 3, 6, 8)
+INVARIANCE_CASES = {
+    # op: (fn, argument shapes, scale of each argument)
+    "conv": (conv.conv3x3, [(8, 8, 16, 16, 3), (8, 3, 3, 3, 32), (8, 32)],
+             [1.0, 0.2, 1.0]),
+    "dense": (dense.dense, [(8, 8, 2048), (8, 2048, 64), (8, 64)],
+              [1.0, 0.02, 1.0]),
+    "pool": (pool.maxpool2, [(8, 8, 16, 16, 32)], [1.0]),
+}
+
+
+@pytest.mark.parametrize("op", INVARIANCE_CASES)
+def test_a_replica_gets_the_same_bits_in_any_chunk(op):
+    fn, shapes, scales = INVARIANCE_CASES[op]
+    args = [_normal(i, s, k) for i, (s, k) in enumerate(zip(shapes, scales))]
+    probe = _normal(9, jax.eval_shape(fn, *args).shape)
+
+    def value_and_grads(probe, *a):
+        # The probe is an argument: as a constant XLA would fold the bias
+        # gradient (a sum of the probe) at compile time.
+        grads = jax.grad(lambda *a: jnp.sum(fn(*a) * probe),
+                         argnums=tuple(range(len(a))))(*a)
+        return fn(*a), grads
+
+    run = invariance.jit(value_and_grads)
+    results = {r: jax.device_get(run(probe[:r], *(a[:r] for a in args)))
+               for r in CHUNKS}
+    for r in CHUNKS[1:]:
+        # The first replica, alone and as the first of r.
+        for got, want in zip(jax.tree.leaves(results[r]),
+                             jax.tree.leaves(results[1]), strict=True):
+            np.testing.assert_array_equal(got[:1], want)
+    # The last replica of the largest chunk, alone.
+    alone = jax.device_get(run(probe[-1:], *(a[-1:] for a in args)))
+    for got, want in zip(jax.tree.leaves(results[CHUNKS[-1]]),
+                         jax.tree.leaves(alone), strict=True):
+        np.testing.assert_array_equal(got[-1:], want)

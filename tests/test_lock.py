@@ -37,6 +37,7 @@ def sweep_cmd(data_dir: Path, out: Path) -> list[str]:
             "--counts", "2", "--seeds", "1", "--epochs", "1", "--quiet"]
 
 
+@pytest.mark.slow
 def test_second_process_refuses_then_takes_over_a_dead_ones_lock(tiny_data, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "SWEEP_CACHE": str(tmp_path / "cache")}

@@ -67,6 +67,7 @@ def sweep(data_dir, out, **changes) -> pd.DataFrame:
     return out
 
 
+@pytest.mark.slow
 def test_matrix_shares_clean_twins_and_summarizes_per_pair(data_dir, tmp_path):
     out = sweep(data_dir, tmp_path / "m", pairs=("cat:dog", "truck:automobile"))
     metrics = pd.read_parquet(out / "metrics.parquet")
@@ -96,6 +97,7 @@ def test_matrix_shares_clean_twins_and_summarizes_per_pair(data_dir, tmp_path):
     assert main(["report", str(out)]) == 0  # the CLI: no one-pair headlines to print
 
 
+@pytest.mark.slow
 def test_verify_checks_a_matrix_folder(data_dir, tmp_path, capsys):
     """verify rebuilds every pair's poisoned sets and the matrix grid's cells; a
     pair's set altered on disk fails, naming the pair."""
@@ -116,6 +118,7 @@ def test_verify_checks_a_matrix_folder(data_dir, tmp_path, capsys):
     assert not any("cat->dog" in ln for ln in fails)
 
 
+@pytest.mark.slow
 def test_each_pair_equals_its_one_pair_sweep(data_dir, tmp_path):
     """A matrix's cat:dog summary is exactly a cat -> dog sweep's: same clean
     twins, same poisoned sets, same keys, and replicas trained alone."""

@@ -119,6 +119,7 @@ def tiny():
     return images, labels, test_x, test_y
 
 
+@pytest.mark.slow
 def test_clipped_replica_in_a_chunk_equals_it_trained_alone(tiny):
     images, labels, test_x, test_y = tiny
     recipe = engine.Recipe(n_train=128, n_classes=10, batch_size=64, kernel="im2col",
@@ -140,6 +141,7 @@ def test_clipped_replica_in_a_chunk_equals_it_trained_alone(tiny):
         assert gap < 1e-5 * travelled, (r, gap, travelled)
 
 
+@pytest.mark.slow
 def test_checkpoint_of_a_per_replica_state_resumes_bitwise(tiny, tmp_path):
     images, labels, test_x, test_y = tiny
     spec = "apply_if_finite(chain(clip_by_global_norm(0.05), adam(0.001)), 3)"

@@ -55,6 +55,7 @@ def test_poisoned_sets_are_shared_or_redrawn_per_seed_as_configured(prepared):
     assert same == ([False, False] if p.config.poison_per_seed else [True, True])
 
 
+@pytest.mark.slow
 def test_a_chunk_trains_each_replica_on_its_own_labels(tmp_path):
     """A real chunk of three twins (counts 0, 10, 20 of one seed): each replica's
     epoch equals that replica trained alone on its own labels, and not on the

@@ -22,6 +22,8 @@ import pytest
 
 from tests.fixtures_data import shared_slice, write_parquet_dataset
 
+pytestmark = pytest.mark.slow  # kill-and-resume runs of real sweeps in subprocesses
+
 TABLES = ("metrics", "confusion", "summary", "poisoned")
 
 

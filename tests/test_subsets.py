@@ -22,6 +22,7 @@ def tiny():
     return images, labels, test_x, test_y
 
 
+@pytest.mark.slow
 def test_subset_replica_equals_replica_trained_on_only_its_subset(tiny):
     """Two fold replicas in one vmapped chunk vs each alone on its own images."""
     images, labels, test_x, test_y = tiny
@@ -77,6 +78,7 @@ def test_unequal_subsets_visit_each_own_image_once_per_epoch():
         assert flat[: length[r]].all() and not flat[length[r]:].any()
 
 
+@pytest.mark.slow
 def test_margins_are_recorded_only_for_trained_images(tiny):
     images, labels, test_x, test_y = tiny
     recipe = engine.Recipe(n_train=N, n_classes=10, batch_size=BATCH,
@@ -98,6 +100,7 @@ def test_margin_is_assigned_logit_minus_largest_other():
     np.testing.assert_allclose(engine.margins(logits, jnp.array([1, 0])), [3.0, -2.5])
 
 
+@pytest.mark.slow
 def test_predict_matches_apply_and_embed(tiny):
     images, labels, test_x, test_y = tiny
     recipe = engine.Recipe(n_train=N, n_classes=10, batch_size=BATCH,

@@ -27,6 +27,8 @@ from sweep import data
 from sweep.errors import SweepError  # noqa: E402
 from sweep.report import mlflow_runs  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real sweeps logged to a real MLflow store
+
 COUNTS = (0, 5, 20)
 SEEDS = 2
 EPOCHS = 2

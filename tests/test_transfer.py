@@ -88,6 +88,7 @@ def test_course_folder_plural_names_and_keras_resizing(tmp_path, keras):
         data.resolve_class("horse", ds.class_names, plurals=True)
 
 
+@pytest.mark.slow
 def test_feature_cache_reused_and_rebuilt_on_data_or_weights_change(
     tmp_path, keras, vgg_weights
 ):
@@ -125,6 +126,7 @@ def test_feature_cache_reused_and_rebuilt_on_data_or_weights_change(
     assert not np.array_equal(rebuilt.train, first.train)
 
 
+@pytest.mark.slow
 def test_vgg16_head_sweep_on_course_folder_cli(tmp_path, vgg_weights, capsys):
     """The whole CLI path: folder -> VGG16 (self-saved weights) -> heads -> results."""
     root = make_course_folder(tmp_path / "course")
@@ -153,6 +155,7 @@ def test_vgg16_head_sweep_on_course_folder_cli(tmp_path, vgg_weights, capsys):
     assert main(["verify", str(out)]) == 0, capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_simplecnn_backbone_pretrained_without_the_poisoned_classes(tmp_path):
     full = shared_slice(20, 4)
     view = two_classes.View(two_classes.two_classes(full, (3, 5)), full, (3, 5))

@@ -22,6 +22,8 @@ from sweep.cli.main import main
 from tests.fixtures_data import shared_slice, write_parquet_dataset
 from tests.test_cli import sweep_cli
 
+pytestmark = pytest.mark.slow  # a real sweep, verified against altered copies
+
 CAT, DOG = 3, 5
 N_REPLICAS = 6  # counts 0, 5, 20 x seeds 0, 1
 

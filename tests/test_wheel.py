@@ -16,6 +16,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # builds and runs a wheel
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -67,7 +67,7 @@ def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN):
         return state, loss_sum.sum(0), correct.sum(0)
 
     donate = () if jax.default_backend() == "cpu" else (0,)
-    return jax.jit(train_epoch, donate_argnums=donate)
+    return invariance.jit(train_epoch, donate_argnums=donate)
 
 
 def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None):
@@ -113,7 +113,7 @@ def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None
             margin_sum if record_margins else None)
 
     donate = () if jax.default_backend() == "cpu" else (0,)
-    return jax.jit(train_epoch, donate_argnums=donate)
+    return invariance.jit(train_epoch, donate_argnums=donate)
 
 
 def make_isolated_epoch(recipe: Recipe, *, tick=None):
@@ -205,7 +205,7 @@ def make_predict(recipe: Recipe):
         feats = feats.transpose(1, 0, 2, 3).reshape(r, -1, feats.shape[-1])
         return logp, feats
 
-    return jax.jit(predict)
+    return invariance.jit(predict)
 
 
 def make_evaluate(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
@@ -243,7 +243,7 @@ def make_evaluate(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
         (loss_sum, confusion), _ = jax.lax.scan(body, init, (xs, ys))
         return loss_sum, confusion.astype(jnp.int32)
 
-    return jax.jit(evaluate)
+    return invariance.jit(evaluate)
 
 
 def pad_eval_set(
@@ -296,7 +296,7 @@ class Engine:
         self.train_epoch = make_train_epoch(
             recipe, tick if jax.default_backend() == "cpu" else None, spec
         )
-        self.init_state = jax.jit(lambda keys: init_state(recipe, keys, spec))
+        self.init_state = invariance.jit(lambda keys: init_state(recipe, keys, spec))
         self.evaluate = make_evaluate(recipe, spec)
         self.train_images = put(train_images)  # uint8 (or features), once per device
         test_x, test_y = pad_eval_set(test_images, test_labels, recipe.eval_batch_size)
@@ -483,7 +483,7 @@ class SubsetEngine(Engine):
 
 def time_single_step(recipe: Recipe, train_images: jax.Array, repeats: int = 3) -> float:
     """Seconds one replica's train step takes here (median, after a warm-up)."""
-    step = jax.jit(make_train_step(recipe))
+    step = invariance.jit(make_train_step(recipe))
     keys = replica_keys(np.zeros(1), np.zeros(1))
     state = init_state(recipe, keys.init)
     labels = jnp.zeros((1, recipe.n_train), jnp.int32)

@@ -154,6 +154,8 @@ def check_metrics(metrics: pd.DataFrame, *, source: str = "metrics") -> None:
     if (per_replica > 1).any(axis=None):
         raise SweepError(f"{source} gives one replica several counts or seeds")
     if bool(metrics["paired"].iloc[0]):
+        # An attack matrix has one replica per pair at each count x seed.
+        cell = ["count", "seed"] + [c for c in ("source", "target") if c in metrics]
         replicas = metrics.drop_duplicates("replica")
-        if replicas.duplicated(["count", "seed"]).any():
+        if replicas.duplicated(cell).any():
             raise SweepError(f"{source} is paired but repeats a count x seed replica")
