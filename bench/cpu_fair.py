@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rs = [int(r) for r in args.replicas.split(",")]
 
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("bench/cpu_fair.py needs PyTorch, the peer: pip install -e '.[bench]' "
+              "(CPU-only: the CPU wheel index first)", file=sys.stderr)
+        return 2
     x, y, source = load(args.data, args.train_images)
     host = {**cpu_model(), "load_average_start": os.getloadavg(), "commit": commit(),
             "jax": jax.__version__, "backend": jax.default_backend()}
