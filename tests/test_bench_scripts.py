@@ -33,7 +33,7 @@ def test_gpu_sh_parses_and_refuses_unknown_stages(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "script", ["train_bench.py", "kernels_bench.py", "bf16_accuracy.py",
+    "script", ["train_bench.py", "kernels_bench.py", "bf16_accuracy.py", "cpu_fair.py",
                "certify_bench.py"])
 def test_bench_entry_points_answer_help(script):
     done = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"],
@@ -105,3 +105,23 @@ def test_gpu_sh_full_sizes_stop_where_jax_finds_no_gpu(tmp_path):
     assert done.returncode == 3, done.stdout[-3000:]
     assert "not gpu: stopping" in done.stdout
     assert "STOPPED: jax backend cpu" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_cpu_fair_runs_both_paths_and_writes_its_ratios(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "fair.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cpu_fair.py"), "--data", "",
+         "--train-images", "200", "--replicas", "1,2", "--rounds", "2",
+         "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert len(res["rounds"]) == 2 and res["threads"] == 1
+    for row in res["rounds"]:
+        # 200 images: one full batch and the short one, every path.
+        assert row["engine_R1_s"] > 0 and row["engine_R2_s"] > 0 and row["torch_s"] > 0
+        assert row["cost_R1"] == pytest.approx(1.0)
+    assert "engine R=2" in done.stdout and "x PyTorch" in done.stdout
