@@ -103,21 +103,27 @@ def stamp(images: jax.Array, on: jax.Array, trigger: Trigger) -> jax.Array:
 
 
 def gather_stamped(
-    images: jax.Array, idx: jax.Array, masks: jax.Array, trigger: Trigger
+    images: jax.Array, idx: jax.Array, masks: jax.Array, trigger: Trigger,
+    rows: jax.Array | None = None,
 ) -> jax.Array:
     """Each replica's batch, gathered from the one shared copy and stamped.
 
     What the engine's train step does in place of `images[idx]`.
 
     Args:
-      images: uint8 (N, H, W, C), the training set on the device.
-      idx: int (R, B), each replica's batch of training indices.
+      images: uint8 (N', H, W, C), the stored training images on the device
+        (N' >= N: rows past N are extra copies that `rows` may point at).
+      idx: int (R, B), each replica's batch of training indices in [0, N).
       masks: bool (R, N), which training images carry the trigger per replica.
       trigger: the trigger, (H, W, C).
+      rows: int (R, N), the stored row each replica reads for each training
+        image; None reads row i for image i.
     Returns:
       uint8 (R, B, H, W, C).
     """
     on = jnp.take_along_axis(jnp.asarray(masks), idx, axis=1)  # (R, B)
+    if rows is not None:
+        idx = jnp.take_along_axis(jnp.asarray(rows), idx, axis=1)  # (R, B)
     return stamp(jnp.asarray(images)[idx], on, trigger)
 
 
