@@ -95,6 +95,17 @@ def test_pgd_eps_units_levels_and_determinism(data, surrogate):
     c = adversarial.pgd_perturb(apply, params, images, labels, key=key,
                                 eps=5.5 / 255, step=2 / 255, steps=3, batch_size=16)
     assert np.abs(c.astype(int) - images).max() == 5
+    # An image's random start follows its id, not the images beside it.
+    ids = np.arange(100, 140)
+    full = adversarial.pgd_perturb(apply, params, images, labels, key=key,
+                                   eps=4 / 255, step=1 / 255, steps=3, batch_size=16,
+                                   ids=ids)
+    pick = np.arange(7, 40, 3)
+    part = adversarial.pgd_perturb(apply, params, images[pick], labels[pick], key=key,
+                                   eps=4 / 255, step=1 / 255, steps=3, batch_size=16,
+                                   ids=ids[pick])
+    np.testing.assert_array_equal(part, full[pick])
+    assert not np.array_equal(full, a)
     # No budget, or no steps from the image itself: the images come back.
     same = adversarial.pgd_perturb(apply, params, images, labels, key=key,
                                    eps=0.0, batch_size=16)
@@ -112,6 +123,9 @@ def test_pgd_refuses_bad_inputs(surrogate):
                                 key=jax.random.key(0))
     with pytest.raises(SweepError, match="labels"):
         adversarial.pgd_perturb(apply, params, x, np.zeros(3), key=jax.random.key(0))
+    with pytest.raises(SweepError, match="ids must be"):
+        adversarial.pgd_perturb(apply, params, x, np.zeros(4), key=jax.random.key(0),
+                                ids=np.arange(-1, 3))
     with pytest.raises(SweepError, match="out of range"):
         adversarial.pgd_perturb(apply, params, x, np.zeros(4), key=jax.random.key(0),
                                 eps=8.0)

@@ -58,6 +58,7 @@ def pgd_perturb(
     random_start: bool = True,
     batch_size: int = 256,
     prepare: Callable[[jax.Array], jax.Array] = simple_cnn.normalize,
+    ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """Untargeted L-inf PGD on the true labels, quantised back to uint8.
 
@@ -70,7 +71,7 @@ def pgd_perturb(
       params: the surrogate's parameters (e.g. `simple_cnn.init` then training).
       images_u8: uint8 (N, H, W, C), the clean images.
       labels: int (N,), their true labels.
-      key: the random start's key; image i uses `fold_in(key, i)`, so the
+      key: the random start's key; image i uses `fold_in(key, ids[i])`, so the
         result does not depend on `batch_size`'s grouping of the draws.
       eps: the L-inf radius in [0, 1] pixel units.
       step: the signed-gradient step in [0, 1] pixel units.
@@ -78,6 +79,9 @@ def pgd_perturb(
       random_start: start from a uniform point in the ball (else the image).
       batch_size: images per batch inside the compiled map.
       prepare: uint8-scale float pixels (B, H, W, C) -> model inputs.
+      ids: int (N,) non-negative, each image's own number (e.g. its training
+        index), so its random start does not depend on which other images are
+        attacked with it; None: 0..N-1.
     Returns:
       uint8 (N, H, W, C): within floor(eps * 255) levels of `images_u8`.
     """
@@ -92,6 +96,9 @@ def pgd_perturb(
         raise SweepError(f"PGD settings out of range: eps {eps}, step {step}, "
                          f"steps {steps}, batch_size {batch_size}")
     n = len(images_u8)
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    if ids.shape != (n,) or (n and ids.min() < 0):
+        raise SweepError(f"ids must be {n} non-negative numbers, not {ids.shape}")
     if n == 0:
         return images_u8.copy()
     batch = min(int(batch_size), n)
@@ -99,19 +106,21 @@ def pgd_perturb(
     pad = -n % batch
     x = np.concatenate([images_u8, np.zeros((pad, *images_u8.shape[1:]), np.uint8)])
     y = np.concatenate([labels.astype(np.int32), np.zeros(pad, np.int32)])
+    ids = np.concatenate([ids.astype(np.uint32), np.zeros(pad, np.uint32)])
     radius = float(eps) * 255  # uint8 levels
     # The ball the uint8 result must stay in: whole levels, never past eps.
     levels = math.floor(radius + 1e-6)
     settings = (np.float32(radius), np.float32(float(step) * 255),
                 np.int32(steps), np.float32(levels), np.bool_(random_start))
-    out = attack(params, jnp.asarray(x), jnp.asarray(y), key, *settings)
+    out = attack(params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(ids), key,
+                 *settings)
     return np.asarray(jax.device_get(out))[:n]
 
 
 @functools.lru_cache(maxsize=8)
 def _make_pgd(apply_fn, prepare, batch_size: int):
-    """A jitted `(params, x_u8 (N, ...), y (N,), key, radius, step, steps,
-    levels, random_start) -> uint8 (N, ...)`, N a multiple of batch_size.
+    """A jitted `(params, x_u8 (N, ...), y (N,), ids (N,), key, radius, step,
+    steps, levels, random_start) -> uint8 (N, ...)`, N a multiple of batch_size.
 
     radius, step and levels are in uint8 levels; the settings are traced
     arguments, so one compilation serves every eps, step and step count.
@@ -141,9 +150,8 @@ def _make_pgd(apply_fn, prepare, batch_size: int):
         x = jnp.clip(jnp.round(x), x0 - levels, x0 + levels)
         return jnp.clip(x, 0.0, 255.0).astype(jnp.uint8)
 
-    def attack(params, x_u8, y, key, *settings):
-        n = x_u8.shape[0]
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(n))
+    def attack(params, x_u8, y, ids, key, *settings):
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, ids)
         batches = (x_u8.reshape(-1, batch_size, *x_u8.shape[1:]),
                    y.reshape(-1, batch_size),
                    keys.reshape(-1, batch_size, *keys.shape[1:]))
