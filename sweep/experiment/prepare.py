@@ -197,25 +197,15 @@ def prepare(config: Config) -> Prepared:
     else:
         pairs = attack_pairs.resolve_pairs(config.pairs, config.source, config.target,
                                      ds.class_names)
-    counts = None
     if backdoor is not None:
         counts = backdoors.resolve_counts(
             config.counts, n_train=len(labels),
             available=len(backdoors.candidates(labels, backdoor)))
         check_backdoor_measurable(ds, backdoor)
-    for source, target in pairs if backdoor is None else ():
-        available = label_flips.flippable(labels, source=source, target=target,
-                                     strategy=config.strategy)
-        resolved = label_flips.resolve_counts(config.counts, available=available)
-        if counts is not None and resolved != counts:
-            raise SweepError(
-                f"--counts {','.join(config.counts)} resolve to different flip "
-                f"numbers for different pairs ({counts} vs {resolved}); give "
-                "absolute counts with --pairs"
-            )
-        counts = resolved
-    for source, target in pairs if backdoor is None else ():
-        check_measurable(ds, source, target)
+    else:
+        counts = flip_counts(config, labels, pairs)
+        for source, target in pairs:
+            check_measurable(ds, source, target)
     seeds = tuple(range(config.seed_start, config.seed_start + config.seeds))
     grid = Grid(counts=counts, seeds=seeds, paired=config.paired, n_pairs=len(pairs))
 
@@ -257,6 +247,24 @@ def prepare(config: Config) -> Prepared:
                     poisoned, flipped, out, transfer=info, pairs=pairs,
                     pair_labels=pair_labels, pair_flipped=pair_flipped,
                     backdoor=backdoor)
+
+
+def flip_counts(config: Config, labels: np.ndarray,
+                pairs: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+    """The counts of label flips, one resolution for every pair or refused."""
+    counts = None
+    for source, target in pairs:
+        available = label_flips.flippable(labels, source=source, target=target,
+                                          strategy=config.strategy)
+        resolved = label_flips.resolve_counts(config.counts, available=available)
+        if counts is not None and resolved != counts:
+            raise SweepError(
+                f"--counts {','.join(config.counts)} resolve to different flip "
+                f"numbers for different pairs ({counts} vs {resolved}); give "
+                "absolute counts with --pairs"
+            )
+        counts = resolved
+    return counts
 
 
 def check_measurable(ds: data_lib.Dataset, source: int, target: int) -> None:
