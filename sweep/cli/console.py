@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweep.report.matrix_report import ranked_pairs
+from sweep.stats import asr_by_count
 
 
 def print_summary(out: Path) -> None:
@@ -21,6 +22,9 @@ def print_summary(out: Path) -> None:
     summary = pd.read_parquet(out / "summary.parquet")
     if "pairs" in manifest:
         print_matrix_summary(out, manifest, summary)
+        return
+    if "attack" in manifest:
+        print_backdoor_summary(out, manifest)
         return
     names = manifest["class_names"]
     src, tgt = names[manifest["source_id"]], names[manifest["target_id"]]
@@ -69,6 +73,34 @@ def print_headlines(facts) -> None:
         print(f"paired design: twin correlation {f.twin_corr:.2f}; an unpaired "
               f"sweep would need about {f.unpaired_seeds:.0f} seeds for intervals "
               f"this narrow")
+
+
+def print_backdoor_summary(out: Path, manifest: dict) -> None:
+    """Attack success per count at the last epoch: mean over seeds and the
+    lowest and highest seed (descriptive; the statistics are the report's)."""
+    attack = manifest["attack"]
+    table = asr_by_count(pd.read_parquet(out / "metrics.parquet"))
+    over = (f"{attack['source']} test images" if attack["source_id"] >= 0
+            else f"test images of every class but {attack['target']}")
+    print(f"\n{attack['name']} backdoor into {attack['target']}: attack success "
+          f"rate (percent of the {table['n_stamped'].iloc[0]} stamped {over} "
+          f"predicted {attack['target']}), last epoch, mean over seeds "
+          "[lowest, highest seed]")
+    n_train = manifest["data"]["n_train"]
+    print(f"{'count':>7}  {'share':>6}  {'asr':>22}  {'robust acc':>10}  "
+          f"{'clean acc':>9}  seeds")
+    for r in table.itertuples():
+        asr = f"{r.asr_mean:.1f} [{r.asr_min:.1f}, {r.asr_max:.1f}]"
+        print(f"{r.count:>7}  {100 * r.count / n_train:>5.2f}%  {asr:>22}  "
+              f"{r.robust_mean:>10.1f}  {r.test_accuracy_mean:>9.1f}  {r.n_seeds}")
+    print("(count 0: the clean twins' natural rate; clean acc: test accuracy "
+          "without the trigger)")
+    n_diverged = int(manifest.get("n_diverged") or 0)
+    if n_diverged:
+        print(f"{n_diverged} replica(s) diverged (loss went non-finite) and are left "
+              "out of these numbers")
+    print(f"\nresults: {out}/ (metrics.parquet with asr and robust_accuracy, "
+          "summary.parquet, poisoned.parquet, manifest.json)")
 
 
 def print_matrix_summary(out: Path, manifest: dict, summary: pd.DataFrame) -> None:

@@ -14,6 +14,7 @@ import optax
 from sweep.engine import optim
 from sweep.engine.simple_cnn import SIMPLE_CNN
 from sweep.engine.spec import ModelSpec, Recipe, TrainState
+from sweep.engine.triggers import gather_stamped
 
 
 def optimizer(
@@ -47,12 +48,16 @@ def margins(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
                     per_example: bool = False):
-    """`(state, images, labels, dropout_keys, idx, mask) -> (state, (loss, correct))`.
+    """`(state, images, labels, dropout_keys, idx, mask[, stamps, trigger]) ->
+    (state, (loss, correct))`.
 
     One optimizer step for every replica on its own batch: idx (R, B) indexes the
     training images, mask (B,) (or (R, B) with per-replica subsets) is 0 on
     padding. Loss and correct are per-replica sums over the batch (R,).
     `per_example` adds each example's training margin (R, B) to the outputs.
+    With `stamps` (`spec.Stamps`) and a `triggers.Trigger`, the batch is
+    gathered and stamped per replica (a trigger backdoor); without them the
+    step is exactly the label-flip sweep's.
     """
     apply = spec.make_apply(recipe)
     tx = optimizer(recipe, spec)
@@ -68,8 +73,13 @@ def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
             per_replica = (ce * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
         return per_replica.sum(), (ce, logits)
 
-    def train_step(state, images, labels, dropout_keys, idx, mask):
-        x = spec.prepare(images[idx])  # (R, B, H, W, C) or (R, B, ...) features
+    def train_step(state, images, labels, dropout_keys, idx, mask, stamps=None,
+                   trigger=None):
+        if stamps is None:
+            batch = images[idx]  # (R, B, H, W, C) or (R, B, ...) features
+        else:
+            batch = gather_stamped(images, idx, stamps.mask, trigger, stamps.rows)
+        x = spec.prepare(batch)
         y = jnp.take_along_axis(labels, idx, axis=1)  # (R, B)
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(dropout_keys, state.step)
         grads, (ce, logits) = jax.grad(loss_fn, has_aux=True)(

@@ -129,6 +129,10 @@ def analyse(results_dir: str | os.PathLike, *, level: float = 0.95,
         raise SweepError(f"{results_dir} is an attack matrix: its report is per pair "
                          "(python -m sweep report writes it)")
     results = results_lib.load_results(results_dir)
+    if "attack" in results.manifest:  # issue 19's report is still to come
+        raise SweepError(f"{results.path} is a backdoor sweep, whose report is not "
+                         "written yet; its metrics.parquet holds asr and "
+                         "robust_accuracy per replica and epoch")
     rng = np.random.default_rng(REPORT_SEED)
     summary = stats.summarize(
         results.metrics,

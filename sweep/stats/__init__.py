@@ -16,10 +16,12 @@ Modules, by concept:
   dose_curve    the dose-response curve and its pointwise band
   threshold     "how many flips push a class below X%": the threshold set
   planning      `plan`: seeds needed, from an sd or a finished sweep
+  backdoor_table  a backdoor's attack success per count (descriptive)
   simulate/     coverage and power simulations (python -m sweep.stats.simulate)
 """
 
 from sweep.results.tables import METRIC_COLUMNS, check_metrics
+from sweep.stats.backdoor_table import asr_by_count
 from sweep.stats.design import Design, classes_of, design_of
 from sweep.stats.dose_curve import (
     dose_response,
@@ -101,6 +103,7 @@ __all__ = [
     "POWER_TARGET",
     "SUMMARY_COLUMNS",
     "accuracy_by_count",
+    "asr_by_count",
     "benjamini_hochberg",
     "check_metrics",
     "classes_of",

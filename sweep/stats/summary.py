@@ -161,7 +161,7 @@ def summarize(
     *,
     level: float = 0.95,
     epoch: int | None = None,
-    classes: tuple[int | str, int | str] | None = None,
+    classes: tuple[int | str | None, int | str] | None = None,
     alpha: float = POWER_ALPHA,
     rng: np.random.Generator | None = None,
     n_resamples: int = DEFAULT_N_RESAMPLES,
@@ -186,7 +186,10 @@ def summarize(
       epoch: the epoch analysed; None for the last.
       classes: (source, target), ids or names: the confirmatory classes, fixed
         before looking at the data. None: the sweep's defaults, cat and dog.
-        The CLI passes the sweep's own --source/--target.
+        The CLI passes the sweep's own --source/--target. (None, target): no
+        source class (an all-to-one backdoor); the target alone is
+        confirmatory, tested as its sequence is in the two-class procedure
+        (alpha/2 at its largest count), which is conservative.
       alpha: familywise error rate of the decisions (`significant`).
       rng: generator for Monte Carlo sign-flip / permutation draws (only used
         above 16 seeds or many unpaired relabellings); None: fixed seed 0.
@@ -202,7 +205,8 @@ def summarize(
     design = design_of(metrics, epoch=epoch)
     source, target = (DEFAULT_SOURCE, DEFAULT_TARGET) if classes is None else classes
     try:
-        confirmatory = (resolve_class(design, source), resolve_class(design, target))
+        confirmatory = (None if source is None else resolve_class(design, source),
+                        resolve_class(design, target))
     except SweepError as error:
         if classes is None:
             raise SweepError(
@@ -256,17 +260,20 @@ def summarize(
 
 
 def _decide(
-    summary: pd.DataFrame, confirmatory: tuple[int, int], *, alpha: float
+    summary: pd.DataFrame, confirmatory: tuple[int | None, int], *, alpha: float
 ) -> None:
     """Fill p_adjusted, adjustment, significant, alpha, mde, mde_alpha in place."""
     adjusted = np.full(len(summary), np.nan)
     source = (summary["class_id"] == confirmatory[0]).to_numpy()
     target = (summary["class_id"] == confirmatory[1]).to_numpy()
-    # Rows are in ascending count within each class.
-    adjusted[source], adjusted[target] = confirmatory_adjusted(
-        summary.loc[source, "p_value"].to_numpy(dtype=float),
-        summary.loc[target, "p_value"].to_numpy(dtype=float),
-    )
+    target_p = summary.loc[target, "p_value"].to_numpy(dtype=float)
+    # Rows are in ascending count within each class. Without a source class its
+    # sequence never rejects (p = 1), so the target keeps its own alpha/2.
+    source_p = (np.ones_like(target_p) if confirmatory[0] is None
+                else summary.loc[source, "p_value"].to_numpy(dtype=float))
+    source_adjusted, adjusted[target] = confirmatory_adjusted(source_p, target_p)
+    if confirmatory[0] is not None:
+        adjusted[source] = source_adjusted
     adjusted[~(source | target)] = np.nan  # n < 2 stays NaN below
     explore = ~(source | target)
     adjusted[explore] = holm(summary.loc[explore, "p_value"].to_numpy(dtype=float))

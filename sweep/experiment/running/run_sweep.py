@@ -17,7 +17,7 @@ from sweep import results
 from sweep.errors import SweepError
 from sweep.experiment.config import Config
 from sweep.experiment.prepare import Prepared, poisoned_table, prepare
-from sweep.experiment.running import train_local, train_ray
+from sweep.experiment.running import perturbation, train_local, train_ray
 from sweep.experiment.running.manifest import build_manifest, check_resumable
 from sweep.report import mlflow_runs
 from sweep.report.write import write_report
@@ -67,7 +67,7 @@ def train_and_write(p: Prepared, manifest: dict, *, t_start: float, log: Reporte
     """Train what is not done yet, join the tables, report; under the lock."""
     config = p.config
     manifest_path = p.out / results.MANIFEST
-    size_hint = None
+    size_hint, old = None, {}
     if manifest_path.exists():
         old = results.read_manifest(p.out)
         check_resumable(old, manifest, p.out)
@@ -78,6 +78,11 @@ def train_and_write(p: Prepared, manifest: dict, *, t_start: float, log: Reporte
     manifest["started"] = manifest["started"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results.write_json(manifest, manifest_path)
     results.write_parquet(poisoned_table(p), p.out / "poisoned.parquet")
+    if p.backdoor is not None and p.backdoor.perturbs:  # clean-label: the pixels
+        recorded = (old.get("attack") or {}).get("perturbation")
+        p = perturbation.attach(p, recorded=recorded, log=log)
+        manifest["attack"]["perturbation"] = p.perturbed.info
+        results.write_json(manifest, manifest_path)
 
     done = results.done_replicas(p.out)
     todo = [i for i in range(p.grid.size) if i not in done]
