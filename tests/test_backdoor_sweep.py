@@ -87,17 +87,31 @@ def test_a_badnets_sweep_writes_asr_per_replica_and_epoch(badnets):
     assert sorted(poisoned.groupby("count").size().tolist()) == [6, 30]
 
 
-def test_an_all_to_one_summary_has_the_target_alone_as_confirmatory(badnets):
+def test_a_backdoor_summary_has_asr_and_the_target_as_confirmatory(badnets):
     summary = pd.read_parquet(badnets / "summary.parquet")
     confirmatory = summary[summary["family"] == "confirmatory"]
-    assert set(confirmatory["class_id"]) == {AIRPLANE}
-    # Tested as the target's sequence is in the two-class rule, the source's
-    # sequence never rejecting: conservative, alpha/2 at the largest count.
-    p = confirmatory.sort_values("count")["p_value"].to_numpy()
-    _, expect = stats.confirmatory_adjusted(np.ones_like(p), p)
-    np.testing.assert_allclose(confirmatory.sort_values("count")["p_adjusted"],
-                               expect)
-    assert (confirmatory["mde_alpha"] == 0.025).all()
+    assert set(confirmatory["class_id"]) == {stats.ASR_CLASS_ID, AIRPLANE}
+    asr_rows = summary[summary["class_id"] == stats.ASR_CLASS_ID].sort_values("count")
+    assert (asr_rows["class_name"] == stats.ASR_CLASS_NAME).all()
+    assert asr_rows["count"].tolist() == [6, 30]
+    # ASR in the source's place of the two-sequence rule, the target beside it.
+    target = confirmatory[confirmatory["class_id"] == AIRPLANE].sort_values("count")
+    expect_asr, expect_target = stats.confirmatory_adjusted(
+        asr_rows["p_value"].to_numpy(), target["p_value"].to_numpy())
+    np.testing.assert_allclose(asr_rows["p_adjusted"], expect_asr)
+    np.testing.assert_allclose(target["p_adjusted"], expect_target)
+    # The ASR delta's interval is the paired bootstrap-t's, around its mean.
+    assert (asr_rows["ci_low"] <= asr_rows["delta_mean"]).all()
+    assert (asr_rows["delta_mean"] <= asr_rows["ci_high"]).all()
+    # Sources of an all-to-one attack and the clean-accuracy cost: exploratory.
+    assert set(summary.loc[summary["family"] != "confirmatory", "class_id"]) == (
+        set(range(10)) - {AIRPLANE}) | {stats.CLEAN_ACCURACY_ID}
+    cost = summary[summary["class_id"] == stats.CLEAN_ACCURACY_ID]
+    m = pd.read_parquet(badnets / "metrics.parquet").groupby("replica").first()
+    for r in cost.itertuples():
+        deltas = (m[m["count"] == r.count].set_index("seed")["test_accuracy"]
+                  - m[m["count"] == 0].set_index("seed")["test_accuracy"])
+        assert r.delta_mean == pytest.approx(deltas.mean())
 
 
 def test_the_empty_mask_twin_is_the_flip_sweep_s_clean_replica(badnets, flip):
@@ -110,7 +124,7 @@ def test_the_empty_mask_twin_is_the_flip_sweep_s_clean_replica(badnets, flip):
                                   f.loc[f["count"] == 0, cols].reset_index(drop=True))
 
 
-def test_the_summary_verify_and_the_report_refusal(badnets, capsys):
+def test_the_summary_verify_and_the_report(badnets, capsys):
     from sweep.cli import console
 
     console.print_summary(badnets)
@@ -122,8 +136,23 @@ def test_the_summary_verify_and_the_report_refusal(badnets, capsys):
     assert main(["verify", str(badnets), "--data", "sample"]) == 0
     verified = capsys.readouterr().out
     assert "ok   trigger hash" in verified and "ok   stamps" in verified
-    assert main(["report", str(badnets)]) == 2
-    assert "backdoor sweep, whose report is not written yet" in capsys.readouterr().err
+    # The mean ASR interval and the threshold question, one line each.
+    assert "mean over seeds [95% CI]" in printed
+    assert sum(line.startswith("ASR >= ") for line in printed.splitlines()) == 2
+    asr_table = pd.read_parquet(badnets / "asr.parquet")
+    assert asr_table["count"].tolist() == [0, 6, 30]
+    assert (asr_table["asr_low"] <= asr_table["asr_mean"]).all()
+    assert (asr_table["asr_mean"] <= asr_table["asr_high"]).all()
+    thresholds = pd.read_parquet(badnets / "asr_thresholds.parquet")
+    assert thresholds["threshold"].tolist() == [50.0, 90.0]
+    assert main(["report", str(badnets)]) == 0
+    report = (badnets / "report.md").read_text()
+    assert "BackdoorBench ASR % (1 seed)" in report and "95.03" in report
+    assert "mean ASR % [CI]" in report and "clean-acc cost" in report
+    for name in ("asr_dose_response.png", "clean_cost.png", "stamped_examples.png"):
+        assert (badnets / name).stat().st_size > 1000, name
+    # The report's rewritten summary is still the one verify recomputes.
+    assert main(["verify", str(badnets), "--data", "sample"]) == 0
 
 
 def test_verify_catches_a_changed_stamped_set(badnets, tmp_path, capsys):
