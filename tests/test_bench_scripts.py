@@ -34,7 +34,7 @@ def test_gpu_sh_parses_and_refuses_unknown_stages(tmp_path):
 
 @pytest.mark.parametrize(
     "script", ["train_bench.py", "kernels_bench.py", "bf16_accuracy.py",
-               "stamp_bench.py"])
+               "stamp_bench.py", "cpu_fair.py"])
 def test_bench_entry_points_answer_help(script):
     done = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"],
                           capture_output=True, text=True, cwd=REPO,
@@ -122,3 +122,23 @@ def test_stamp_bench_gives_every_variant_the_same_replicas_and_its_stamps():
     rows = np.asarray(stamps.rows)
     assert (rows[~mask] == np.nonzero(~mask)[1]).all()
     assert (rows[mask] >= n).all() and rows.max() < len(stored)
+
+
+@pytest.mark.slow
+def test_cpu_fair_runs_both_paths_and_writes_its_ratios(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "fair.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cpu_fair.py"), "--data", "",
+         "--train-images", "200", "--replicas", "1,2", "--rounds", "2",
+         "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert len(res["rounds"]) == 2 and res["threads"] == 1
+    for row in res["rounds"]:
+        # 200 images: one full batch and the short one, every path.
+        assert row["engine_R1_s"] > 0 and row["engine_R2_s"] > 0 and row["torch_s"] > 0
+        assert row["cost_R1"] == pytest.approx(1.0)
+    assert "engine R=2" in done.stdout and "x PyTorch" in done.stdout

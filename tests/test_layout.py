@@ -8,6 +8,7 @@ name per module, modules that fit one sitting, and the engine's Recipe taking
 its fields from the Config by name.
 """
 
+import ast
 import dataclasses
 import os
 import shutil
@@ -62,6 +63,25 @@ def test_contracts_catch_a_planted_import(tmp_path, module, planted):
         f.write(f"\n\ndef _planted():\n    {planted}  # noqa\n")
     run = lint_imports(tmp_path)
     assert run.returncode != 0 and "broken" in run.stdout.lower(), run.stdout
+
+
+# Imported inside functions: only the optional extras, so that a missing one
+# is a one-line error naming its `pip install` and the core install stays small.
+OPTIONAL = {"tensorflow_datasets", "cleanlab", "ray", "keras", "mlflow", "sklearn",
+            "torch", "art"}
+
+
+def test_only_optional_extras_are_imported_inside_functions():
+    found = set()
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.Import):
+                        found |= {(path.name, a.name) for a in sub.names}
+                    elif isinstance(sub, ast.ImportFrom):
+                        found.add((path.name, sub.module or ""))
+    assert {(f, m) for f, m in found if m.split(".")[0] not in OPTIONAL} == set()
 
 
 def test_no_two_modules_share_a_name():

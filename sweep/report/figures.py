@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -240,8 +241,6 @@ def figure_class_distribution(
 
 
 def _count_colors(counts: Sequence[int]) -> dict[int, tuple]:
-    from matplotlib import colormaps
-
     cmap = colormaps["viridis"]
     shades = np.linspace(0.0, 0.9, max(len(counts), 2))
     return {c: cmap(s) for c, s in zip(counts, shades, strict=False)}

@@ -61,6 +61,8 @@ class Progress:
             file=self.stream if self.tty else _Lines(self.stream),
             mininterval=0.5 if self.tty else self.log_every_s,
             maxinterval=max(10.0, self.log_every_s), ascii=not self.tty,
+            # In a log the last update is already a line; closing would repeat it.
+            leave=self.tty,
         )
 
     def advance(self, units: float, *, partial: bool = False) -> None:
@@ -69,6 +71,9 @@ class Progress:
         if rate:
             self.bar.set_postfix_str(f"{rate * self.unit_images:,.0f} replica-img/s",
                                      refresh=False)
+        # Fractional ticks add up to a hair over the total in floating point;
+        # tqdm would warn and show a negative time left.
+        units = min(units, self.bar.total - self.bar.n)
         shown = self.bar.update(units)
         if not partial and not shown:  # a whole epoch or chunk always shows
             self.bar.refresh()
