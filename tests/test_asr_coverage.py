@@ -253,6 +253,10 @@ def test_threshold_set_answers_the_question():
         assert pieces and all(lo <= hi for lo, hi in pieces)
         assert row["low"] <= row["count"] <= row["high"]
         assert "mean ASR reaches" in row["statement"]
+        # The set rests on the curve being linear between two tested counts.
+        below = max(c for c in sim.CURVE.counts if c <= row["count"])
+        above = min(c for c in sim.CURVE.counts if c >= row["count"])
+        assert f"tested counts {below} and {above}" in row["statement"]
     # Reached already by the clean replicas / never reached within the counts.
     low_point, low_pieces = asr.asr_threshold_set(table, threshold=1.0, draws=2000)
     assert low_point == 0 and low_pieces[0][0] == 0

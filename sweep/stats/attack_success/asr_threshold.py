@@ -195,8 +195,13 @@ def describe_asr_threshold(
     threshold: float,
     largest_count: int,
     level: float = 0.95,
+    tested: tuple[int, ...] | None = None,
 ) -> str:
-    """One sentence answering "at which poisoned count does ASR reach X%?"."""
+    """One sentence answering "at which poisoned count does ASR reach X%?".
+
+    tested: the sweep's counts; when given, a crossing between two of them
+    says that the point and set take mean ASR as linear between those two.
+    """
 
     def where(c: float) -> str:
         if c == math.inf:
@@ -218,19 +223,27 @@ def describe_asr_threshold(
         head = f"mean ASR is at or above {threshold:g}% even when clean"
     else:
         head = f"mean ASR reaches {threshold:g}% at about {point:.1f} poisoned images"
+    caveat = ""
+    if tested is not None and 0 < point < math.inf:
+        below = max(c for c in tested if c <= point)
+        above = min(c for c in tested if c >= point)
+        if below < above:
+            caveat = (f" Between the tested counts {below} and {above} mean ASR is "
+                      "taken as linear: the point and set hold only as far as it "
+                      "is (test counts in between to check).")
     if pieces and math.isnan(pieces[0][0]):
-        return head + " (no set: it needs 2 or more seeds of paired twins)."
+        return head + " (no set: it needs 2 or more seeds of paired twins)." + caveat
     if not pieces:
-        return head + f" (the test rejects every count at {level:.0%})."
+        return head + f" (the test rejects every count at {level:.0%})." + caveat
     if len(pieces) == 1 and pieces[0][0] == pieces[0][1] == math.inf:
-        return head + f"; the {level:.0%} interval lies entirely beyond it."
+        return head + f"; the {level:.0%} interval lies entirely beyond it." + caveat
     if len(pieces) == 1:
-        return head + f" ({level:.0%} interval {span(*pieces[0])})."
+        return head + f" ({level:.0%} interval {span(*pieces[0])})." + caveat
     return head + (
         f" ({level:.0%} confidence set in {len(pieces)} pieces: "
         + ", ".join(span(*p) for p in pieces)
         + ")."
-    )
+    ) + caveat
 
 
 def asr_thresholds(
@@ -268,6 +281,7 @@ def asr_thresholds(
                     threshold=x,
                     largest_count=int(design.counts[-1]),
                     level=level,
+                    tested=tuple(int(c) for c in design.counts),
                 ),
             }
         )
