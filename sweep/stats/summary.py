@@ -421,6 +421,14 @@ def seeds_note(summary: pd.DataFrame) -> str | None:
     return head + f"after dropping diverged replicas count(s) {short} have fewer"
 
 
+def _class_rows(summary: pd.DataFrame) -> np.ndarray:
+    """(rows,) bool: the per-class rows (not a backdoor's ASR or clean-accuracy
+    rows); every row of a table without class_id."""
+    if "class_id" not in summary.columns:
+        return np.ones(len(summary), dtype=bool)
+    return (summary["class_id"] >= 0).to_numpy()
+
+
 def pooled_delta_sd(summary: pd.DataFrame) -> float:
     """Pooled sd (points) of the class rows' deltas with n >= 2 (a backdoor's
     ASR and clean-accuracy rows left out: other quantities).
@@ -432,7 +440,7 @@ def pooled_delta_sd(summary: pd.DataFrame) -> float:
       sqrt(sum (n_i - 1) sd_i^2 / sum (n_i - 1)); NaN without any usable row.
     """
     ok = np.isfinite(summary["delta_sd"].to_numpy()) & (summary["n_seeds"] >= 2)
-    ok &= (summary["class_id"] >= 0).to_numpy()  # class rows only
+    ok &= _class_rows(summary)
     rows = summary[ok]
     dof = rows["n_seeds"].to_numpy(dtype=float) - 1
     if dof.sum() <= 0:
@@ -452,7 +460,7 @@ def unpaired_seeds_equivalent(summary: pd.DataFrame, *, level: float = 0.95) -> 
     width is at most the paired one, NaN when not estimable.
     """
     rows = summary[(summary["n_seeds"] >= 3) & np.isfinite(summary["unpaired_sd"])
-                   & (summary["class_id"] >= 0)]
+                   & _class_rows(summary)]
     rows = rows[np.isfinite(rows["delta_sd"])]
     if not len(rows):
         return math.nan
