@@ -3,10 +3,10 @@
 Coverage cells use 2,000 trials for the mean ASR and 1,200 for the rest (the
 estimate's sd is 0.005-0.006 at 95%), so "covers 95%" is asserted as
 0.925-0.975 (0.98 for the delta, conservative at few seeds) and "a 90% interval
-would not pass" as below 0.93; docs/statistics.md has the 4,000-trial table
-(python -m sweep.stats.simulate.asr_coverage). The cells are the hard ones: ASR near 1
-or near 0 with a large spread between seeds, where the plain t interval covers
-83-90%.
+would not pass" as below 0.93; docs/statistics.md lists these cells, and
+python -m sweep.stats.simulate.asr_coverage prints the full table. The cells
+are the hard ones: ASR near 1 or near 0 with a large spread between seeds,
+where the plain t interval covers under 0.925 (asserted).
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ backdoor starts to take).
     python -m sweep.stats.simulate.asr_coverage [--trials 4000] [--seeds 3,4,8,16]
         [--power]
 
-prints the Markdown tables of docs/statistics.md ("Attack success rate"):
-coverage, or with --power the delta test's rejection rates beside the paired
-t test's.
+prints Markdown tables (docs/statistics.md, "Attack success rate", lists the
+cells the tests check): coverage, or with --power the delta test's rejection
+rates beside the paired t test's.
 """
 
 from __future__ import annotations
