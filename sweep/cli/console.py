@@ -120,8 +120,9 @@ def print_backdoor_summary(out: Path, manifest: dict) -> None:
         print(f"{r.count:>7}  {100 * r.count / n_train:>5.2f}%  {asr + mark:>20}  "
               f"{r.test_accuracy_mean:>9.1f}  {cost:>22}  {r.robust_mean:>10.1f}  "
               f"{r.n_seeds}")
+    methods = "; ".join(dict.fromkeys(table["asr_method"]))
     print("(count 0: the clean twins' natural rate; mean ASR interval: "
-          f"{table['asr_method'].iloc[0]} (sweep.stats.attack_success); clean acc: "
+          f"{methods} (sweep.stats.attack_success); clean acc: "
           "test accuracy without the trigger; its cost: poisoned minus clean twin, "
           "paired t)")
     for i, note in enumerate(notes, 1):

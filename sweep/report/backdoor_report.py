@@ -155,7 +155,8 @@ def write_backdoor_report(results_dir: str | os.PathLike, *,
         f"Attack success rate (ASR): percent of the {int(table['n_stamped'].max())}"
         f" stamped test {source} predicted {attack['target']}. Count 0 is the "
         "clean twins' natural rate.",
-        f"Mean ASR intervals at {level:.0%}: {table['asr_method'].iloc[0]} "
+        f"Mean ASR intervals at {level:.0%}: "
+        f"{'; '.join(dict.fromkeys(table['asr_method']))} "
         "(sweep.stats.attack_success; coverage 93-97% near 0 and 1 at 3, 4 and 8 "
         "seeds by simulation, tests/test_asr_coverage.py), conservative or "
         "one-sided where a row's note says so. ASR delta: the paired t of the "
