@@ -10,9 +10,12 @@
     cert.certified, cert.attack, cert.report()          # a certified defence
 
 Keyword arguments are the command line's options with underscores (`--train-size`
-is `train_size`, `--unpaired` is `unpaired=True`, `--dtype` is `dtype`); lists
-may replace comma-separated values (`counts=[1, 5, "10%"]`). The command line is
-a thin layer over the same `run_config`.
+is `train_size`, `--unpaired` is `unpaired=True`, `--dtype` is `dtype`, `--attack`
+is `attack`); lists may replace comma-separated values (`counts=[1, 5, "10%"]`).
+A backdoor left without counts or source takes the command line's defaults
+(0.1%-10% of the training set, all-to-one): `sweep.run(attack="badnets",
+target="airplane", data="sample", seeds=4)`. The command line is a thin layer
+over the same `run_config`.
 """
 
 from __future__ import annotations
@@ -30,14 +33,14 @@ import pandas as pd
 from sweep.defences.certify import certify_report
 from sweep.defences.certify.certify_run import CertifyConfig, run_certify
 from sweep.errors import SweepError
-from sweep.experiment.config import Config
+from sweep.experiment.config import BACKDOORS, Config, backdoor
 from sweep.experiment.running import run_sweep
 from sweep.experiment.running.progress import Progress
 from sweep.report import write
 from sweep.results.load import load_results
 
 # Command-line spellings that are not Config field names.
-ALIASES = {"dtype": "compute_dtype"}
+ALIASES = {"dtype": "compute_dtype", "attack": "strategy"}
 
 
 def config_of(**options) -> Config:
@@ -55,6 +58,10 @@ def config_of(**options) -> Config:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise SweepError(f"unknown option {name!r}{hint}")
         kwargs[field] = value
+    if kwargs.get("strategy") in BACKDOORS:  # BackdoorBench's counts, all-to-one
+        preset = backdoor(kwargs["strategy"])
+        kwargs.setdefault("counts", preset.counts)
+        kwargs.setdefault("source", preset.source)
     if "counts" in kwargs:
         kwargs["counts"] = _counts(kwargs["counts"])
     if kwargs.get("pairs") is not None:  # "cat:dog,dog:cat" or a list of them
@@ -118,7 +125,8 @@ class Results:
     def __repr__(self) -> str:
         m = self.manifest
         names = m.get("class_names", [])
-        src = names[m["source_id"]] if "source_id" in m else "?"
+        src = m.get("source_id")
+        src = "?" if src is None else "all" if src < 0 else names[src]  # -1: backdoor
         tgt = names[m["target_id"]] if "target_id" in m else "?"
         return (f"<sweep Results {src}->{tgt}, counts {m.get('resolved_counts')}, "
                 f"{len(m.get('seeds_list', []))} seeds: {self.path}>")

@@ -34,7 +34,7 @@ def test_gpu_sh_parses_and_refuses_unknown_stages(tmp_path):
 
 @pytest.mark.parametrize(
     "script", ["train_bench.py", "kernels_bench.py", "bf16_accuracy.py", "cpu_fair.py",
-               "certify_bench.py"])
+               "certify_bench.py", "stamp_bench.py"])
 def test_bench_entry_points_answer_help(script):
     done = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"],
                           capture_output=True, text=True, cwd=REPO,
@@ -105,6 +105,23 @@ def test_gpu_sh_full_sizes_stop_where_jax_finds_no_gpu(tmp_path):
     assert done.returncode == 3, done.stdout[-3000:]
     assert "not gpu: stopping" in done.stdout
     assert "STOPPED: jax backend cpu" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_stamp_bench_gives_every_variant_the_same_replicas_and_its_stamps():
+    sys.path.insert(0, str(REPO))
+    from bench.stamp_bench import VARIANTS, setup
+
+    n, labels, keys, variants = setup(replicas=3, steps=2, poisoned=0.25)
+    assert n == 256 and labels.shape == (3, 256) and set(variants) == set(VARIANTS)
+    assert variants["plain"][1] == ()
+    stored, (stamps, _) = variants["clean-label"]
+    mask = np.asarray(stamps.mask)
+    assert not mask[0].any() and mask[1:].any()  # a clean twin, poisoned replicas
+    for name in ("badnets", "blend"):
+        np.testing.assert_array_equal(variants[name][1][0].mask, mask)
+    rows = np.asarray(stamps.rows)
+    assert (rows[~mask] == np.nonzero(~mask)[1]).all()
+    assert (rows[mask] >= n).all() and rows.max() < len(stored)
 
 
 @pytest.mark.slow

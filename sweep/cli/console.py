@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweep.report.matrix_report import ranked_pairs
+from sweep.stats import asr_by_count, threshold_table
 
 
 def print_summary(out: Path) -> None:
@@ -21,6 +22,9 @@ def print_summary(out: Path) -> None:
     summary = pd.read_parquet(out / "summary.parquet")
     if "pairs" in manifest:
         print_matrix_summary(out, manifest, summary)
+        return
+    if "attack" in manifest:
+        print_backdoor_summary(out, manifest)
         return
     names = manifest["class_names"]
     src, tgt = names[manifest["source_id"]], names[manifest["target_id"]]
@@ -69,6 +73,74 @@ def print_headlines(facts) -> None:
         print(f"paired design: twin correlation {f.twin_corr:.2f}; an unpaired "
               f"sweep would need about {f.unpaired_seeds:.0f} seeds for intervals "
               f"this narrow")
+
+
+def backdoor_tables(out: Path, manifest: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """asr.parquet and asr_thresholds.parquet, computed when absent (older runs)."""
+    paths = out / "asr.parquet", out / "asr_thresholds.parquet"
+    if all(p.is_file() for p in paths):
+        return pd.read_parquet(paths[0]), pd.read_parquet(paths[1])
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    return asr_by_count(metrics), threshold_table(
+        metrics, n_train=manifest["data"]["n_train"])
+
+
+def _interval(mean: float, low: float, high: float, sign: str = "") -> str:
+    if math.isnan(low):
+        return f"{mean:{sign}.1f}"
+    return f"{mean:{sign}.1f} [{low:{sign}.1f}, {high:{sign}.1f}]"
+
+
+def print_backdoor_summary(out: Path, manifest: dict) -> None:
+    """Attack success per count at the last epoch: mean ASR over seeds with its
+    interval, the clean-accuracy cost against the clean twins (paired), and
+    the poisoned share at which mean ASR reaches 50% and 90%, with its set."""
+    attack = manifest["attack"]
+    table, thresholds = backdoor_tables(out, manifest)
+    level = int(round(100 * float(table["level"].iloc[0])))
+    over = (f"{attack['source']} test images" if attack["source_id"] >= 0
+            else f"test images of every class but {attack['target']}")
+    print(f"\n{attack['name']} backdoor into {attack['target']}: attack success "
+          f"rate (percent of the {table['n_stamped'].max()} stamped {over} "
+          f"predicted {attack['target']}), last epoch, mean over seeds "
+          f"[{level}% CI]")
+    n_train = manifest["data"]["n_train"]
+    print(f"{'count':>7}  {'share':>6}  {'mean ASR':>20}  {'clean acc':>9}  "
+          f"{'clean-acc cost, points':>22}  {'robust acc':>10}  seeds")
+    notes = []
+    for r in table.itertuples():
+        asr = _interval(r.asr_mean, r.asr_low, r.asr_high)
+        cost = ("(clean twin)" if r.count == 0
+                else _interval(r.cost_mean, r.cost_low, r.cost_high, "+"))
+        mark = ""
+        if r.note:
+            if r.note not in notes:
+                notes.append(r.note)
+            mark = "*" * (notes.index(r.note) + 1)
+        print(f"{r.count:>7}  {100 * r.count / n_train:>5.2f}%  {asr + mark:>20}  "
+              f"{r.test_accuracy_mean:>9.1f}  {cost:>22}  {r.robust_mean:>10.1f}  "
+              f"{r.n_seeds}")
+    methods = "; ".join(dict.fromkeys(table["asr_method"]))
+    print("(count 0: the clean twins' natural rate; mean ASR interval: "
+          f"{methods} (sweep.stats.attack_success); clean acc: "
+          "test accuracy without the trigger; its cost: poisoned minus clean twin, "
+          "paired t)")
+    for i, note in enumerate(notes, 1):
+        print(f"{'*' * i} {note}")
+    for r in thresholds.itertuples():
+        print(f"ASR >= {r.threshold:g}%: {r.statement}")
+        if math.isfinite(r.share) and math.isfinite(r.share_low):
+            high = ("beyond the largest count" if r.share_high == math.inf
+                    else f"{r.share_high:.2f}%")
+            print(f"  as a share of the {n_train} training images: {r.share:.2f}% "
+                  f"({level}% set within {r.share_low:.2f}% to {high})")
+    n_diverged = int(manifest.get("n_diverged") or 0)
+    if n_diverged:
+        print(f"{n_diverged} replica(s) diverged (loss went non-finite) and are left "
+              "out of these numbers")
+    print(f"\nresults: {out}/ (metrics.parquet with asr and robust_accuracy, "
+          "summary.parquet with the ASR delta and clean-accuracy rows, asr.parquet, "
+          "asr_thresholds.parquet, poisoned.parquet, manifest.json)")
 
 
 def print_matrix_summary(out: Path, manifest: dict, summary: pd.DataFrame) -> None:

@@ -45,17 +45,25 @@ def run_parser() -> Parser:
     g = p.add_argument_group("poisoning")
     g.add_argument("--counts", type=csv, default=None, help=(
         "comma-separated flip counts, absolute (50) or percent of the source "
-        "class (5%%); the clean count 0 is always added (default 1,5,10,50,100; "
-        "with --model head 1%%,2.5%%,5%%,7.5%%,10%%)"))
-    g.add_argument("--source", default="cat", help="class whose labels are flipped")
-    g.add_argument("--target", default="dog", help="label they are flipped to")
+        "class (5%%; for a backdoor, of the training set); the clean count 0 is "
+        "always added (default 1,5,10,50,100; with --model head "
+        "1%%,2.5%%,5%%,7.5%%,10%%; for a backdoor 0.1%%,0.5%%,1%%,5%%,10%%)"))
+    g.add_argument("--source", default=None, help=(
+        "class whose labels are flipped (default cat); for a backdoor, the class "
+        "its poisoned images come from (default all: every class but the target)"))
+    g.add_argument("--target", default="dog",
+                   help="label they are flipped to; a backdoor's target class")
     g.add_argument("--pairs", type=csv, default=None, help=(
         "the attack matrix: comma-separated SOURCE:TARGET pairs, or 'all' for "
         "every ordered pair of classes; replaces --source/--target, and one clean "
         "replica per seed serves every pair"))
-    g.add_argument("--strategy", choices=("flip", "swap"), default=None, help=(
-        "flip: N source -> target; swap: also N target -> source (balanced) "
-        "(default flip; swap with --model head)"))
+    g.add_argument("--attack", "--strategy", dest="strategy",
+                   choices=config_lib.STRATEGIES, default=None, help=(
+        "flip: N source -> target; swap: also N target -> source (balanced); "
+        "badnets: a patch trigger on N images relabelled to the target; blend: "
+        "a blended pattern, same labelling; clean-label: the trigger on N "
+        "target images, labels kept, after a PGD perturbation (default flip; "
+        "swap with --model head)"))
     g.add_argument("--selection", choices=("random", "first"), default="random",
                    help="random: a seeded draw; first: the first N in dataset order")
     g.add_argument("--poison-seed", type=int, default=0,
@@ -63,6 +71,27 @@ def run_parser() -> Parser:
     g.add_argument("--poison-per-seed", action="store_true", help=(
         "redraw the poisoned images for every training seed (default: one draw "
         "shared by all seeds, so seeds measure training noise only)"))
+    b = p.add_argument_group("backdoor triggers (--attack badnets|blend|clean-label)")
+    b.add_argument("--trigger-size", type=int, default=None,
+                   help="side of the patch trigger, pixels (default 3)")
+    b.add_argument("--trigger-position", default=None, metavar="CORNER|ROW,COL",
+                   help="where the patch goes: bottom-right (default), bottom-left, "
+                   "top-right, top-left, or ROW,COL of its top-left pixel")
+    b.add_argument("--trigger-pattern", choices=config_lib.PATCH_PATTERNS,
+                   default=None, help="the patch: a white square (badnets' default) "
+                   "or Turner et al.'s black-and-white checker (clean-label's)")
+    b.add_argument("--blend-alpha", type=float, default=None,
+                   help="blend: the pattern's opacity (default 0.2)")
+    b.add_argument("--blend-seed", type=int, default=None,
+                   help="blend: seeds the random pattern (default 0)")
+    b.add_argument("--blend-image", default=None, metavar="PATH",
+                   help="blend: an image file as the pattern (resized to the images)")
+    b.add_argument("--perturbation-eps", type=int, default=None, metavar="LEVELS",
+                   help="clean-label: the PGD radius in uint8 levels (default 8, "
+                   "i.e. 8/255), from a clean surrogate the engine trains first")
+    b.add_argument("--no-perturbation", dest="perturbation_eps", action="store_const",
+                   const=0, help="clean-label without the adversarial perturbation "
+                   "(Turner et al. show it fails)")
     t = p.add_argument_group("grid and training")
     t.add_argument("--seeds", type=int, default=None,
                    help="training seeds per count (default 8; 64 with --model head)")
@@ -115,7 +144,7 @@ def run_parser() -> Parser:
         "starts a local one, 'ray://HOST:PORT' a remote one; needs sweep[ray]"))
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help=(
-        "results folder (default results/<source>-<target>-<strategy>-s<seeds>-"
+        "results folder (default results/<source>-<target>-<attack>-s<seeds>-"
         "<config hash>); rerunning the same command continues it"))
     o.add_argument("--resume", action="store_true",
                    help="continue the sweep in --out; refuse if there is none")
@@ -132,8 +161,14 @@ def run_parser() -> Parser:
 
 
 def config_from(args: argparse.Namespace) -> config_lib.Config:
-    # Options left out take the model's recipe: SimpleCNN's, or the head's.
-    base = config_lib.head() if args.model == "head" else config_lib.default()
+    # Options left out take the model's recipe: SimpleCNN's, or the head's; a
+    # backdoor's counts and source are BackdoorBench's (config_lib.backdoor).
+    if args.model == "head":
+        base = config_lib.head()
+    elif args.strategy in config_lib.BACKDOORS:
+        base = config_lib.backdoor(args.strategy)
+    else:
+        base = config_lib.default()
 
     def given(name):
         value = getattr(args, name)
@@ -144,7 +179,7 @@ def config_from(args: argparse.Namespace) -> config_lib.Config:
         data=args.data,
         train_size=args.train_size,
         counts=tuple(counts) if not isinstance(counts, str) else csv(counts),
-        source=args.source,
+        source=given("source"),
         target=args.target,
         strategy=given("strategy"),
         selection=args.selection,
@@ -173,6 +208,13 @@ def config_from(args: argparse.Namespace) -> config_lib.Config:
         test_size=args.test_size,
         pooling=args.pooling,
         pairs=args.pairs,
+        trigger_size=args.trigger_size,
+        trigger_position=args.trigger_position,
+        trigger_pattern=args.trigger_pattern,
+        blend_alpha=args.blend_alpha,
+        blend_seed=args.blend_seed,
+        blend_image=args.blend_image,
+        perturbation_eps=args.perturbation_eps,
         devices=args.devices,
         cluster=args.cluster,
     )

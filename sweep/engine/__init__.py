@@ -5,7 +5,9 @@ a replica is "these training labels (and images), these keys", a model is
 "init, apply" over a parameter pytree (`ModelSpec`).
 
 Modules, bottom up:
-  spec           Recipe, ModelSpec, TrainState, ReplicaKeys, EpochMetrics, Subsets
+  spec           Recipe, ModelSpec, TrainState, ReplicaKeys, EpochMetrics, Subsets,
+                 Stamps
+  triggers       trigger backdoors' stamp op (BadNets, Blend) on uint8 images
   optim          the optimizer as a text spec of optax calls, applied per replica
   simple_cnn     the reference SimpleCNN (single and replica-batched layers)
   transfer_head  the course project's head on frozen features
@@ -23,6 +25,7 @@ from sweep.engine.spec import (
     ModelSpec,
     Recipe,
     ReplicaKeys,
+    Stamps,
     Subsets,
     TrainState,
     replica_keys,
@@ -47,6 +50,7 @@ from sweep.engine.trainer import (
     pad_eval_set,
     time_single_step,
 )
+from sweep.engine.triggers import Trigger
 
 __all__ = [
     "SIMPLE_CNN",
@@ -56,9 +60,11 @@ __all__ = [
     "ModelSpec",
     "Recipe",
     "ReplicaKeys",
+    "Stamps",
     "SubsetEngine",
     "Subsets",
     "TrainState",
+    "Trigger",
     "epoch_batches",
     "init_state",
     "keep_inactive",

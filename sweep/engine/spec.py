@@ -1,8 +1,9 @@
 """What a replica is, to the engine: its recipe, keys, state and model spec.
 
 The types every other engine module shares. A replica is "these training labels,
-these keys" (and, for per-replica training subsets, these images); nothing here
-knows of poisoning or of where the data came from.
+these keys" (and, for per-replica training subsets, these images; for a trigger
+backdoor, these images stamped); nothing here knows of poisoning or of where
+the data came from.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class EpochMetrics(NamedTuple):
     train_accuracy: np.ndarray  # (R,) percent, measured with dropout on
     test_loss: np.ndarray  # (R,) mean cross-entropy over the test set
     confusion: np.ndarray  # (R, K, K) test counts, [true, predicted]
+    # (R, K, K) the same over the test set with the trigger stamped on every
+    # image; None where the engine has no trigger (every label-flip sweep).
+    stamped_confusion: np.ndarray | None = None
 
 
 class ModelSpec(NamedTuple):
@@ -53,6 +57,22 @@ class ModelSpec(NamedTuple):
     predict: Callable  # logits (R, B, L) -> (R, B) class ids
     optimizer: Callable  # (lr) -> optax.GradientTransformation
 
+
+
+class Stamps(NamedTuple):
+    """Which training images carry the trigger, per replica (trigger backdoors).
+
+    The stored images stay one uint8 copy on the device; a replica's batch is
+    gathered from it and the engine's trigger is stamped on the images its
+    mask selects (`sweep.engine.triggers.gather_stamped`). An all-False mask
+    (the clean twin) trains on exactly the images a label-flip replica sees.
+    `rows` lets a replica read another stored row in place of training image i
+    (the clean-label attack's perturbed copies, stored after the N training
+    images); None reads row i for image i.
+    """
+
+    mask: jax.Array  # (R, N) bool: replica r trains on image i stamped
+    rows: jax.Array | None = None  # (R, N) int32: the stored row r reads as image i
 
 
 class Subsets(NamedTuple):

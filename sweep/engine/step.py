@@ -14,6 +14,7 @@ import optax
 from sweep.engine import optim
 from sweep.engine.simple_cnn import SIMPLE_CNN
 from sweep.engine.spec import ModelSpec, Recipe, TrainState
+from sweep.engine.triggers import gather_stamped
 
 
 def optimizer(
@@ -63,7 +64,8 @@ def keep_inactive(active: jax.Array, new, old):
 
 def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
                     per_example: bool = False, isolated: bool = False):
-    """`(state, images, labels, dropout_keys, idx, mask) -> (state, (loss, correct))`.
+    """`(state, images, labels, dropout_keys, idx, mask[, stamps, trigger]) ->
+    (state, (loss, correct))`.
 
     One optimizer step for every replica on its own batch: idx (R, B) indexes the
     training images, mask (B,) (or (R, B) with per-replica subsets) is 0 on
@@ -75,6 +77,10 @@ def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
     not used), the state must come from `init_state(own_counts=True)`, and a
     replica whose mask row is all 0 sits the step out: its parameters and
     optimizer state, step count included, are left exactly as they were.
+
+    With `stamps` (`spec.Stamps`) and a `triggers.Trigger`, the batch is
+    gathered and stamped per replica (a trigger backdoor); without them the
+    step is exactly the label-flip sweep's.
     """
     apply = spec.make_apply(recipe)
     tx = optimizer(recipe, spec, own_counts=isolated)
@@ -90,8 +96,13 @@ def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
             per_replica = (ce * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
         return per_replica.sum(), (ce, logits)
 
-    def train_step(state, images, labels, dropout_keys, idx, mask):
-        x = spec.prepare(images[idx])  # (R, B, H, W, C) or (R, B, ...) features
+    def train_step(state, images, labels, dropout_keys, idx, mask, stamps=None,
+                   trigger=None):
+        if stamps is None:
+            batch = images[idx]  # (R, B, H, W, C) or (R, B, ...) features
+        else:
+            batch = gather_stamped(images, idx, stamps.mask, trigger, stamps.rows)
+        x = spec.prepare(batch)
         y = jnp.take_along_axis(labels, idx, axis=1)  # (R, B)
         if isolated:
             keys = dropout_keys

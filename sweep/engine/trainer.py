@@ -2,7 +2,10 @@
 
 It knows nothing of poisoning. A replica is "these training labels, these keys";
 the images live on the device once, as uint8, and every batch is gathered there
-from the replica's own shuffle of the training set.
+from the replica's own shuffle of the training set. An engine built with a
+trigger also takes each replica's `Stamps` (which training images it sees
+stamped) and evaluates every replica twice: on the test set, and on the test
+set with the trigger on every image.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernels import invariance
-from sweep.engine import simple_cnn
+from sweep.engine import simple_cnn, triggers
 from sweep.engine.batches import epoch_batches, isolated_batches, subset_batches
 from sweep.engine.sharding import ReplicaSharding
 from sweep.engine.simple_cnn import SIMPLE_CNN
@@ -24,21 +27,27 @@ from sweep.engine.spec import (
     ModelSpec,
     Recipe,
     ReplicaKeys,
+    Stamps,
     Subsets,
     TrainState,
     replica_keys,
 )
 from sweep.engine.step import init_state, make_train_step
+from sweep.engine.triggers import Trigger
 
 # Step-level progress reports per epoch; only where epochs are long (CPU).
 TICKS_PER_EPOCH = 20
 
 
 def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN):
-    """A jitted `(state, images, labels, keys, epoch) -> (state, loss, correct)`.
+    """A jitted `(state, images, labels, keys, epoch[, stamps, trigger]) ->
+    (state, loss, correct)`.
 
     images: uint8 (N, H, W, C), shared; labels: int32 (R, N); keys: ReplicaKeys;
     epoch: () int32. Returns per-replica summed loss and correct counts (R,).
+    stamps (`Stamps`) and trigger (`triggers.Trigger`): a trigger backdoor's
+    batches, stamped as they are gathered; left out (None), the compiled epoch
+    is the label-flip sweep's, unchanged.
     `tick(steps_done)`, if given, is called from inside the compiled epoch about
     TICKS_PER_EPOCH times, so a progress bar moves during a minutes-long epoch;
     it only observes, so results are the same with or without it.
@@ -47,12 +56,13 @@ def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN):
     s = recipe.steps_per_epoch
     every = max(1, s // TICKS_PER_EPOCH)
 
-    def train_epoch(state, images, labels, keys, epoch):
+    def train_epoch(state, images, labels, keys, epoch, stamps=None, trigger=None):
         indices, mask = epoch_batches(recipe, keys.shuffle, epoch)
 
         def body(state, batch):
             idx, m, i = batch
-            out = train_step(state, images, labels, keys.dropout, idx, m)
+            out = train_step(state, images, labels, keys.dropout, idx, m, stamps,
+                             trigger)
             if tick is not None:
                 jax.lax.cond(
                     (i + 1) % every == 0,
@@ -71,8 +81,9 @@ def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN):
 
 
 def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None):
-    """A jitted `(state, images, labels, keys, subsets, epoch) -> (state, loss,
-    correct, margin_sum)`: one epoch where each replica trains on its own subset.
+    """A jitted `(state, images, labels, keys, subsets, epoch[, stamps, trigger])
+    -> (state, loss, correct, margin_sum)`: one epoch where each replica trains
+    on its own subset (stamps and trigger as in `make_train_epoch`).
 
     labels: int32 (R, N) over the whole training set; subsets: `Subsets`.
     Returns per-replica summed loss and correct counts (R,), and with
@@ -83,7 +94,8 @@ def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None
     """
     train_step = make_train_step(recipe, per_example=record_margins)
 
-    def train_epoch(state, images, labels, keys, subsets, epoch):
+    def train_epoch(state, images, labels, keys, subsets, epoch, stamps=None,
+                    trigger=None):
         indices, mask = subset_batches(recipe.batch_size, keys.shuffle, epoch, subsets)
         s = indices.shape[0]
         every = max(1, s // TICKS_PER_EPOCH)
@@ -93,7 +105,8 @@ def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None
         def body(carry, batch):
             state, margin_sum = carry
             idx, m, i = batch
-            state, out = train_step(state, images, labels, keys.dropout, idx, m)
+            state, out = train_step(state, images, labels, keys.dropout, idx, m,
+                                    stamps, trigger)
             if record_margins:
                 margin_sum = margin_sum.at[rows, idx].add(out[2] * m)
             if tick is not None:
@@ -272,6 +285,7 @@ class Engine:
         on_step: Callable[[int], None] | None = None,
         spec: ModelSpec = SIMPLE_CNN,
         devices=None,
+        trigger: Trigger | None = None,
     ):
         """`on_step(steps_done_in_epoch)`, if given, observes training progress.
 
@@ -281,6 +295,11 @@ class Engine:
         e.g. `sweep.engine.transfer_head.spec(d)`, a head on float features held as "images".
         `devices`: shard the replica axis over these (see `sweep.engine.sharding`); None
         or one device is the plain single-device engine.
+        `trigger`: a trigger backdoor's (uint8 images only). `train` then takes
+        every replica's `Stamps`, and each epoch also evaluates the test set
+        stamped on every image (`EpochMetrics.stamped_confusion`). The train
+        images may then hold extra rows past the N training images, which
+        `Stamps.rows` can point at.
         """
         self.recipe = recipe
         self.spec = spec
@@ -303,6 +322,15 @@ class Engine:
         self.test_images = put(test_x)
         self.test_labels = put(test_y)
         self.n_test = len(test_labels)
+        self.trigger, self.stamped_test_images = None, None
+        if trigger is not None:
+            trigger = Trigger(np.asarray(trigger.pattern, np.uint8),
+                              np.asarray(trigger.alpha, np.float32))
+            # The stamped evaluation's own copy of the test set: the clean one
+            # is never stamped.
+            stamped = triggers.stamp(test_x, np.ones(len(test_x), bool), trigger)
+            self.trigger = put(trigger)
+            self.stamped_test_images = put(np.asarray(stamped))
 
     def init(self, keys: ReplicaKeys) -> TrainState:
         return self.place(self.init_state(keys.init), len(keys.init))
@@ -314,19 +342,51 @@ class Engine:
             return jax.device_put(tree)
         return self.sharding.put_replicas(tree, r)
 
+    def evaluate_all(self, params):
+        """(test loss sum (R,), confusion (R, K, K), stamped confusion (R, K, K)
+        or None without a trigger), on the device."""
+        loss_sum, confusion = self.evaluate(params, self.test_images, self.test_labels)
+        stamped = None
+        if self.trigger is not None:
+            _, stamped = self.evaluate(params, self.stamped_test_images,
+                                       self.test_labels)
+        return loss_sum, confusion, stamped
+
+    def place_stamps(self, stamps: Stamps | None, r: int) -> Stamps | None:
+        """A replica chunk's `Stamps` onto the device(s), checked against the
+        engine: stamps go with a trigger, and a trigger needs them."""
+        if (stamps is None) != (self.trigger is None):
+            raise ValueError("an engine built with a trigger trains with stamps "
+                             "(an all-False mask for a clean replica), and only then")
+        if stamps is None:
+            return None
+        mask = np.asarray(stamps.mask, bool)
+        if mask.shape != (r, self.recipe.n_train):
+            raise ValueError(
+                f"stamps.mask is {mask.shape}, not {(r, self.recipe.n_train)}")
+        rows = stamps.rows
+        if rows is not None:
+            rows = np.asarray(rows, np.int32)
+            if rows.shape != mask.shape or rows.min() < 0 or (
+                    rows.max() >= self.train_images.shape[0]):
+                raise ValueError("stamps.rows must be (R, N) rows of the stored images")
+        return self.place(Stamps(mask, rows), r)
+
     def run_epoch(
-        self, state: TrainState, labels: jax.Array, keys: ReplicaKeys, epoch: int
+        self, state: TrainState, labels: jax.Array, keys: ReplicaKeys, epoch: int,
+        stamps: Stamps | None = None,
     ) -> tuple[TrainState, EpochMetrics]:
-        """Train one epoch (0-based `epoch`) and evaluate; metrics come to host."""
+        """Train one epoch (0-based `epoch`) and evaluate; metrics come to host.
+
+        `stamps`: already on the device (`place_stamps`), with a trigger."""
+        extra = () if stamps is None else (stamps, self.trigger)
         state, loss_sum, correct = self.train_epoch(
-            state, self.train_images, labels, keys, jnp.int32(epoch)
+            state, self.train_images, labels, keys, jnp.int32(epoch), *extra
         )
-        test_loss_sum, confusion = self.evaluate(
-            state.params, self.test_images, self.test_labels
-        )
+        test_loss_sum, confusion, stamped = self.evaluate_all(state.params)
         # One host transfer per epoch, of a few numbers per replica.
-        loss_sum, correct, test_loss_sum, confusion = jax.device_get(
-            (loss_sum, correct, test_loss_sum, confusion)
+        loss_sum, correct, test_loss_sum, confusion, stamped = jax.device_get(
+            (loss_sum, correct, test_loss_sum, confusion, stamped)
         )
         n = self.recipe.n_train
         return state, EpochMetrics(
@@ -334,6 +394,7 @@ class Engine:
             train_accuracy=100.0 * correct / n,
             test_loss=test_loss_sum / self.n_test,
             confusion=confusion,
+            stamped_confusion=stamped,
         )
 
     def train(
@@ -343,20 +404,24 @@ class Engine:
         epochs: int,
         on_epoch=None,
         start: tuple[TrainState, list[EpochMetrics]] | None = None,
+        stamps: Stamps | None = None,
     ) -> tuple[TrainState, list[EpochMetrics]]:
         """Train replicas; `on_epoch(epoch, state, history)` after each epoch.
 
         `start` continues from a state saved after `len(history)` epochs. Data
         order and dropout depend only on the keys, the epoch and the step count
         in the state, so a continued run computes exactly what an unbroken one does.
+        `stamps`: every replica's `Stamps` (host arrays), for an engine built
+        with a trigger.
         """
         r = len(labels)
+        stamps = self.place_stamps(stamps, r)
         labels = self.place(jnp.asarray(labels, jnp.int32), r)
         keys = keys if self.sharding is None else self.place(keys, r)
         state, history = start if start is not None else (self.init(keys), [])
         history = list(history)
         for epoch in range(len(history), epochs):
-            state, metrics = self.run_epoch(state, labels, keys, epoch)
+            state, metrics = self.run_epoch(state, labels, keys, epoch, stamps)
             history.append(metrics)
             if on_epoch is not None:
                 on_epoch(epoch, state, history)
@@ -378,11 +443,14 @@ class SubsetEngine(Engine):
 
     def __init__(self, recipe: Recipe, train_images, test_images, test_labels, *,
                  record_margins: bool = False, isolated: bool = False,
-                 on_step: Callable[[int], None] | None = None):
+                 on_step: Callable[[int], None] | None = None,
+                 trigger: Trigger | None = None):
         if isolated and record_margins:
             raise ValueError("isolated replicas do not record training margins")
+        if isolated and trigger is not None:
+            raise ValueError("isolated replicas take no trigger")
         super().__init__(recipe, train_images, test_images, test_labels,
-                         on_step=on_step)
+                         on_step=on_step, trigger=trigger)
 
         def tick(steps_done) -> None:
             if on_step is not None:
@@ -402,12 +470,14 @@ class SubsetEngine(Engine):
         self._log_probs = None
 
     def train(self, labels, keys: ReplicaKeys, epochs: int, *, subsets: Subsets,
-              on_epoch=None, evaluate: bool | str = True):
+              on_epoch=None, evaluate: bool | str = True,
+              stamps: Stamps | None = None):
         """Train replicas on their subsets.
 
         `evaluate`: True after every epoch, "last" after the last one only,
         False never (out-of-fold models are judged on their held-out folds);
         an epoch not evaluated has an all-zero confusion and NaN test loss.
+        `stamps`: as in `Engine.train`, for an engine built with a trigger.
 
         Returns:
           (state, history, margin_sum): margin_sum (R, N) float32 on the host,
@@ -425,7 +495,10 @@ class SubsetEngine(Engine):
                 on_epoch=on_epoch, evaluate=evaluate)
             first = jax.tree.map(lambda x: x[:1], (state.params, state.opt_state))
             return (TrainState(*first, state.step),
-                    [EpochMetrics(*(x[:1] for x in m)) for m in history], None)
+                    [EpochMetrics(*(None if x is None else x[:1] for x in m))
+                     for m in history], None)
+        stamps = self.place_stamps(stamps, len(labels))
+        extra = () if stamps is None else (stamps, self.trigger)
         labels = jax.device_put(jnp.asarray(labels, jnp.int32))
         subsets = Subsets(jnp.asarray(subsets.index, jnp.int32),
                           jnp.asarray(subsets.length, jnp.int32))
@@ -433,16 +506,18 @@ class SubsetEngine(Engine):
         state, history, total = self.init(keys), [], None
         for epoch in range(epochs):
             state, loss_sum, correct, margin = self.subset_epoch(
-                state, self.train_images, labels, keys, subsets, jnp.int32(epoch))
+                state, self.train_images, labels, keys, subsets, jnp.int32(epoch),
+                *extra)
             if evaluate is True or (evaluate == "last" and epoch == epochs - 1):
-                test_loss_sum, confusion = self.evaluate(
-                    state.params, self.test_images, self.test_labels)
+                test_loss_sum, confusion, stamped = self.evaluate_all(state.params)
             else:
                 k = self.recipe.n_classes
                 test_loss_sum = jnp.full(loss_sum.shape, jnp.nan)
                 confusion = jnp.zeros((loss_sum.shape[0], k, k), jnp.int32)
-            loss_sum, correct, test_loss_sum, confusion, margin = jax.device_get(
-                (loss_sum, correct, test_loss_sum, confusion, margin))
+                stamped = None if self.trigger is None else confusion
+            loss_sum, correct, test_loss_sum, confusion, margin, stamped = (
+                jax.device_get((loss_sum, correct, test_loss_sum, confusion, margin,
+                                stamped)))
             with np.errstate(invalid="ignore"):  # an empty subset: 0 / 0 = NaN
                 train_loss, train_acc = loss_sum / lengths, 100.0 * correct / lengths
             history.append(EpochMetrics(
@@ -450,6 +525,7 @@ class SubsetEngine(Engine):
                 train_accuracy=train_acc,
                 test_loss=test_loss_sum / self.n_test,
                 confusion=confusion,
+                stamped_confusion=stamped,
             ))
             if margin is not None:
                 total = margin if total is None else total + margin

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from sweep.engine import optim
 from sweep.errors import SweepError
 
-STRATEGIES = ("flip", "swap")
+# The attacks (--attack; --strategy is its older name, and Config.strategy holds
+# it): label flips, and trigger backdoors (sweep.experiment.attacks.backdoors).
+LABEL_FLIPS = ("flip", "swap")
+BACKDOORS = ("badnets", "blend", "clean-label")
+STRATEGIES = LABEL_FLIPS + BACKDOORS
+# --source for a backdoor drawn from every class but the target (all-to-one).
+ALL_CLASSES = "all"
+PATCH_POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left")
+PATCH_PATTERNS = ("white", "checker")
 SELECTIONS = ("random", "first")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 MODELS = ("cnn", "head")
@@ -32,15 +40,30 @@ class Config:
 
     # Poisoning.
     counts: tuple[str, ...] = ("1", "5", "10", "50", "100")  # "N" or "P%" of source
-    source: str = "cat"  # class name or id
+    #   (of the training set for a backdoor)
+    source: str = "cat"  # class name or id; "all": a backdoor's all-to-one
     target: str = "dog"
-    strategy: str = "flip"  # flip: source->target; swap: N each way
+    # The attack (--attack, alias --strategy): flip: source->target; swap: N each
+    # way; badnets / blend: a trigger on N images relabelled to the target;
+    # clean-label: a trigger on N target images, labels kept (see
+    # sweep.experiment.attacks.backdoors).
+    strategy: str = "flip"
     selection: str = "random"  # random: seeded draw; first: dataset order
     poison_seed: int = 0  # the random draw, shared by every training seed...
     poison_per_seed: bool = False  # ...unless redrawn per training seed
     # The attack matrix: "src:tgt" pairs, or ("all",) for every ordered pair; None
     # is the one pair source -> target. See `parse_pairs`.
     pairs: tuple[str, ...] | None = None
+    # Trigger backdoors (None: the attack's default; see LATER_FIELDS).
+    trigger_size: int | None = None  # patch side, pixels (default 3)
+    trigger_position: str | None = None  # a corner or "ROW,COL" (bottom-right)
+    trigger_pattern: str | None = None  # patch: white (badnets' default) or
+    #   checker (Turner et al.'s 3x3 black-and-white, clean-label's default)
+    blend_alpha: float | None = None  # blend opacity in (0, 1] (default 0.2)
+    blend_seed: int | None = None  # seeds blend's random pattern (default 0)
+    blend_image: str | None = None  # blend: an image file as the pattern
+    perturbation_eps: int | None = None  # clean-label PGD radius, uint8 levels
+    #   (default 8, i.e. 8/255; 0: no perturbation)
 
     # Grid and pairing.
     seeds: int = 8  # training seeds: seed_start .. seed_start + seeds - 1
@@ -119,7 +142,9 @@ RUNTIME_FIELDS = (
     "devices", "cluster",
 )
 # Fields added after sweeps were recorded, None meaning "as before they existed".
-LATER_FIELDS = ("optimizer", "pairs")
+TRIGGER_FIELDS = ("trigger_size", "trigger_position", "trigger_pattern",
+                  "blend_alpha", "blend_seed", "blend_image", "perturbation_eps")
+LATER_FIELDS = ("optimizer", "pairs", *TRIGGER_FIELDS)
 
 
 def validate(c: Config) -> None:
@@ -154,7 +179,8 @@ def validate(c: Config) -> None:
     if c.eval_batch_size < 1:
         raise SweepError(f"eval batch size must be positive, got {c.eval_batch_size}")
     if c.strategy not in STRATEGIES:
-        raise SweepError(f"--strategy must be one of {', '.join(STRATEGIES)}")
+        raise SweepError(
+            f"--attack (--strategy) must be one of {', '.join(STRATEGIES)}")
     if c.selection not in SELECTIONS:
         raise SweepError(f"--selection must be one of {', '.join(SELECTIONS)}")
     if c.compute_dtype not in COMPUTE_DTYPES:
@@ -162,6 +188,7 @@ def validate(c: Config) -> None:
     same = str(c.source).strip().lower() == str(c.target).strip().lower()
     if c.pairs is None and same:
         raise SweepError(f"--source and --target are both {c.source!r}")
+    validate_attack(c)
     if c.pairs is not None:
         parse_pairs(c.pairs)
     if c.devices is not None and c.devices < 1:
@@ -172,6 +199,91 @@ def validate(c: Config) -> None:
     if c.optimizer is not None:
         optim.check(c.optimizer)
     validate_model(c)
+
+
+def is_backdoor(c: Config) -> bool:
+    return c.strategy in BACKDOORS
+
+
+def all_to_one(c: Config) -> bool:
+    """A backdoor drawn from every class but the target (--source all)."""
+    return str(c.source).strip().lower() == ALL_CLASSES
+
+
+# The trigger options each backdoor takes.
+PATCH_OPTIONS = ("trigger_size", "trigger_position", "trigger_pattern")
+ATTACK_OPTIONS = {
+    "badnets": PATCH_OPTIONS,
+    "clean-label": (*PATCH_OPTIONS, "perturbation_eps"),
+    "blend": ("blend_alpha", "blend_seed", "blend_image"),
+}
+
+
+def validate_attack(c: Config) -> None:
+    """Refuse trigger options that do not fit the attack, and backdoor sweeps
+    of a kind not built yet, before anything loads."""
+    given = [k for k in TRIGGER_FIELDS if getattr(c, k) is not None]
+    if not is_backdoor(c):
+        if given:
+            raise SweepError(f"--{given[0].replace('_', '-')} only applies to a "
+                             f"backdoor (--attack {'|'.join(BACKDOORS)})")
+        if all_to_one(c):
+            raise SweepError("--source all is for backdoor attacks; a label flip "
+                             "needs one source class")
+        return
+    for k in given:
+        if k not in ATTACK_OPTIONS[c.strategy]:
+            which = [a for a in BACKDOORS if k in ATTACK_OPTIONS[a]]
+            flag = f"--{k.replace('_', '-')}" + (
+                "/--no-perturbation" if k == "perturbation_eps" else "")
+            raise SweepError(f"{flag} does not apply to --attack {c.strategy} "
+                             f"(only to {' and '.join(which)})")
+    if c.trigger_size is not None and c.trigger_size < 1:
+        raise SweepError(f"--trigger-size must be at least 1, got {c.trigger_size}")
+    if c.trigger_position is not None:
+        parse_position(c.trigger_position)
+    if c.trigger_pattern is not None and c.trigger_pattern not in PATCH_PATTERNS:
+        raise SweepError(f"--trigger-pattern must be one of {', '.join(PATCH_PATTERNS)}"
+                         f", got {c.trigger_pattern!r}")
+    if c.blend_alpha is not None and not 0 < c.blend_alpha <= 1:
+        raise SweepError(f"--blend-alpha must be in (0, 1], got {c.blend_alpha}")
+    if c.blend_seed is not None and c.blend_seed < 0:
+        raise SweepError(f"--blend-seed must be >= 0, got {c.blend_seed}")
+    if c.blend_seed is not None and c.blend_image is not None:
+        raise SweepError("--blend-seed draws a random pattern; --blend-image "
+                         "gives one: pass one of them")
+    if c.perturbation_eps is not None and not 0 <= c.perturbation_eps <= 255:
+        raise SweepError(f"--perturbation-eps is in uint8 levels 0..255, got "
+                         f"{c.perturbation_eps}")
+    if c.strategy == "clean-label" and not all_to_one(c):
+        raise SweepError("--source does not apply to --attack clean-label: it "
+                         "stamps target images and measures every other class")
+    if c.pairs is not None:
+        raise SweepError("--pairs is for label flips; a backdoor has one target "
+                         "(--target)")
+    if c.model != "cnn":
+        raise SweepError("backdoor attacks stamp images: they need --model cnn")
+    if c.threshold is not None:
+        raise SweepError("--threshold asks how many flips push the source class "
+                         "below X%; a backdoor's report answers at which count "
+                         "ASR reaches 50% and 90% instead: drop --threshold")
+
+
+def parse_position(spec: str) -> str | tuple[int, int]:
+    """A patch position: a corner name, or "ROW,COL" of its top-left pixel."""
+    s = str(spec).strip().lower()
+    if s in PATCH_POSITIONS:
+        return s
+    parts = [p.strip() for p in s.split(",")]
+    try:
+        row, col = (int(p) for p in parts)
+    except ValueError:
+        raise SweepError(
+            f"--trigger-position {spec!r} is not one of {', '.join(PATCH_POSITIONS)}"
+            " or ROW,COL") from None
+    if row < 0 or col < 0:
+        raise SweepError(f"--trigger-position {spec!r} is negative")
+    return row, col
 
 
 def validate_model(c: Config) -> None:
@@ -262,6 +374,15 @@ def head(**changes) -> Config:
     return default().replace(
         model="head", backbone="simplecnn", counts=("1%", "2.5%", "5%", "7.5%", "10%"),
         strategy="swap", seeds=64, epochs=10, batch_size=10, lr=1e-3, dropout=0.5,
+    ).replace(**changes)
+
+
+def backdoor(attack: str = "badnets", **changes) -> Config:
+    """A trigger backdoor with BackdoorBench's poisoning rates (0.1-10% of the
+    training set), all-to-one into the target class."""
+    return default().replace(
+        strategy=attack, source=ALL_CLASSES,
+        counts=("0.1%", "0.5%", "1%", "5%", "10%"),
     ).replace(**changes)
 
 

@@ -1,9 +1,10 @@
 """A sweep assembled from its config before any training: data, grid, labels.
 
 `prepare` resolves everything a config implies (the data and its training
-subset, the classes, the grid of replicas, every replica's poisoned labels, the
-results folder) and refuses impossible requests before anything trains;
-`recipe_for` and `build_engine` turn it into the engine's terms.
+subset, the classes, the grid of replicas, every replica's poisoned labels and,
+for a trigger backdoor, its stamped images and the trigger, the results folder)
+and refuses impossible requests before anything trains; `recipe_for` and
+`build_engine` turn it into the engine's terms.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from sweep import engine as engine_lib
 from sweep.data.classes import resolve_class
 from sweep.engine import transfer_head
 from sweep.errors import SweepError
-from sweep.experiment.attacks import attack_pairs, label_flips
-from sweep.experiment.config import Config
+from sweep.experiment.attacks import attack_pairs, backdoors, label_flips
+from sweep.experiment.config import Config, is_backdoor
 from sweep.experiment.transfer import features as features_lib
 from sweep.experiment.transfer import two_classes
 from sweep.results.tables import CLEAN, poisoned_frame
@@ -91,12 +92,17 @@ class Prepared:
     grid: Grid
     labels: dict  # (count, poison seed or -1) -> int32 (N,) poisoned labels
     flipped: dict  # same keys -> flipped indices into the (subset) training set
+    #   (a backdoor's: its stamped indices)
     out: Path
     transfer: dict = field(default_factory=dict)  # head: backbone and features info
     # Every (source, target) pair; labels/flipped above are the first pair's.
     pairs: tuple[tuple[int, int], ...] = ()
     pair_labels: dict | None = None  # (source, target, count, poison seed) -> (N,)
     pair_flipped: dict | None = None  # same keys -> flipped indices
+    # A trigger backdoor (source_id is then -1 when all-to-one), and the
+    # clean-label attack's perturbed copies once made (running.perturbation).
+    backdoor: backdoors.Backdoor | None = None
+    perturbed: backdoors.Perturbed | None = None
 
     def poison_key(self, seed: int, count: int) -> tuple[int, int]:
         return (count, seed if self.config.poison_per_seed else -1)
@@ -128,6 +134,35 @@ class Prepared:
     def is_matrix(self) -> bool:
         return len(self.pairs) > 1
 
+    def perturbation_index(self) -> np.ndarray:
+        """Sorted training indices the clean-label attack perturbs: every
+        stamped image of any count and seed."""
+        sets = [np.asarray(v, np.int64) for v in self.flipped.values()]
+        return np.unique(np.concatenate(sets)) if sets else np.zeros(0, np.int64)
+
+    def stored_images(self) -> np.ndarray:
+        """What the engine holds: the training images, then any perturbed copies."""
+        if self.backdoor is None or not self.backdoor.perturbs:
+            return self.train_images
+        if self.perturbed is None:
+            raise SweepError("the clean-label perturbation has not been made yet "
+                             "(sweep.experiment.running.perturbation.attach)")
+        return np.concatenate([self.train_images, self.perturbed.images])
+
+    def stamps(self, replicas: list[int]) -> engine_lib.Stamps | None:
+        """The replicas' stamped images for the engine; None without a backdoor."""
+        if self.backdoor is None:
+            return None
+        index = None
+        if self.backdoor.perturbs:
+            self.stored_images()  # refuses a missing perturbation
+            index = self.perturbed.index
+        n = len(self.train_labels)
+        keys = [self.poison_key(*self.grid.replica(i)) for i in replicas]
+        parts = [backdoors.stamps(n, self.flipped[key], index) for key in keys]
+        rows = None if index is None else np.stack([rows for _, rows in parts])
+        return engine_lib.Stamps(np.stack([mask for mask, _ in parts]), rows)
+
 
 def prepare(config: Config) -> Prepared:
     """Load data and resolve the grid; refuses impossible requests before training."""
@@ -146,7 +181,12 @@ def prepare(config: Config) -> Prepared:
             ds.train_labels, config.train_size, seed=config.subset_seed
         )
     images, labels = ds.train_images[rows], ds.train_labels[rows].astype(np.int32)
-    if config.pairs is None:
+    backdoor = None
+    if config.pairs is None and is_backdoor(config):
+        backdoor = backdoors.build(config, ds.class_names, images.shape[1:])
+        pairs = ((CLEAN if backdoor.source is None else backdoor.source,
+                  backdoor.target),)
+    elif config.pairs is None:
         source = resolve_class(config.source, ds.class_names, plurals=plurals)
         target = resolve_class(config.target, ds.class_names, plurals=plurals)
         if source == target:
@@ -159,20 +199,15 @@ def prepare(config: Config) -> Prepared:
     else:
         pairs = attack_pairs.resolve_pairs(config.pairs, config.source, config.target,
                                      ds.class_names)
-    counts = None
-    for source, target in pairs:
-        available = label_flips.flippable(labels, source=source, target=target,
-                                     strategy=config.strategy)
-        resolved = label_flips.resolve_counts(config.counts, available=available)
-        if counts is not None and resolved != counts:
-            raise SweepError(
-                f"--counts {','.join(config.counts)} resolve to different flip "
-                f"numbers for different pairs ({counts} vs {resolved}); give "
-                "absolute counts with --pairs"
-            )
-        counts = resolved
-    for source, target in pairs:
-        check_measurable(ds, source, target)
+    if backdoor is not None:
+        counts = backdoors.resolve_counts(
+            config.counts, n_train=len(labels),
+            available=len(backdoors.candidates(labels, backdoor)))
+        check_backdoor_measurable(ds, backdoor)
+    else:
+        counts = flip_counts(config, labels, pairs)
+        for source, target in pairs:
+            check_measurable(ds, source, target)
     seeds = tuple(range(config.seed_start, config.seed_start + config.seeds))
     grid = Grid(counts=counts, seeds=seeds, paired=config.paired, n_pairs=len(pairs))
 
@@ -184,10 +219,14 @@ def prepare(config: Config) -> Prepared:
                 # Every pair draws from the same generator as a one-pair sweep of
                 # it would, so a matrix's pair equals that sweep's poisoned sets.
                 rng = label_flips.poison_rng(config.poison_seed, None if ps == -1 else ps)
-                new, idx = label_flips.poison_labels(
-                    labels, source=source, target=target, count=count,
-                    strategy=config.strategy, selection=config.selection, rng=rng,
-                )
+                if backdoor is not None:
+                    new, idx = backdoors.poison(labels, backdoor, count=count,
+                                                selection=config.selection, rng=rng)
+                else:
+                    new, idx = label_flips.poison_labels(
+                        labels, source=source, target=target, count=count,
+                        strategy=config.strategy, selection=config.selection, rng=rng,
+                    )
                 key = (source, target, count, ps)
                 pair_labels[key], pair_flipped[key] = new.astype(np.int32), idx
     first = pairs[0]
@@ -208,7 +247,26 @@ def prepare(config: Config) -> Prepared:
         ds = two_classes.with_features(ds, feats.test)
     return Prepared(config, ds, images, labels, rows, source, target, grid,
                     poisoned, flipped, out, transfer=info, pairs=pairs,
-                    pair_labels=pair_labels, pair_flipped=pair_flipped)
+                    pair_labels=pair_labels, pair_flipped=pair_flipped,
+                    backdoor=backdoor)
+
+
+def flip_counts(config: Config, labels: np.ndarray,
+                pairs: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+    """The counts of label flips, one resolution for every pair or refused."""
+    counts = None
+    for source, target in pairs:
+        available = label_flips.flippable(labels, source=source, target=target,
+                                          strategy=config.strategy)
+        resolved = label_flips.resolve_counts(config.counts, available=available)
+        if counts is not None and resolved != counts:
+            raise SweepError(
+                f"--counts {','.join(config.counts)} resolve to different flip "
+                f"numbers for different pairs ({counts} vs {resolved}); give "
+                "absolute counts with --pairs"
+            )
+        counts = resolved
+    return counts
 
 
 def with_test_subset(ds: data_lib.Dataset, n: int) -> data_lib.Dataset:
@@ -229,6 +287,22 @@ def check_measurable(ds: data_lib.Dataset, source: int, target: int) -> None:
                 "class), so its accuracy cannot be measured; use data whose test "
                 "split holds both classes"
             )
+
+
+def check_backdoor_measurable(ds: data_lib.Dataset,
+                              backdoor: backdoors.Backdoor) -> None:
+    """Refuse a test split without the target class, or without the images
+    the attack success rate is measured on."""
+    names = ds.class_names
+    if not np.any(ds.test_labels == backdoor.target):
+        raise SweepError(f"the test split has no {names[backdoor.target]!r} image "
+                         "(the target class), so its accuracy cannot be measured")
+    if backdoor.source is not None and not np.any(ds.test_labels == backdoor.source):
+        raise SweepError(f"the test split has no {names[backdoor.source]!r} image (the "
+                         "source class), so the attack's success cannot be measured")
+    if not np.any(ds.test_labels != backdoor.target):
+        raise SweepError("the test split holds only the target class, so the "
+                         "attack's success cannot be measured")
 
 
 def check_kernel(name: str) -> None:
@@ -259,7 +333,8 @@ def recipe_for(config: Config, *, n_train: int, n_classes: int, n_test: int):
 
 def default_out(config: Config, class_names, source: int, target: int) -> Path:
     """A folder named by what the sweep is, so the same command finds it again."""
-    name = (f"{class_names[source]}-{class_names[target]}-{config.strategy}"
+    src = "all" if source == CLEAN else class_names[source]  # all-to-one backdoor
+    name = (f"{src}-{class_names[target]}-{config.strategy}"
             f"-s{config.seeds}-{config.fingerprint()}")
     return Path("results") / name
 
@@ -267,8 +342,9 @@ def default_out(config: Config, class_names, source: int, target: int) -> Path:
 def build_engine(p: Prepared, devices=None, on_step=None):
     """The compiled engine with this sweep's data on `devices` (None: default)."""
     return engine_lib.Engine(
-        p.recipe(), p.train_images, p.dataset.test_images, p.dataset.test_labels,
+        p.recipe(), p.stored_images(), p.dataset.test_images, p.dataset.test_labels,
         on_step=on_step, spec=p.model_spec(), devices=devices,
+        trigger=None if p.backdoor is None else p.backdoor.trigger,
     )
 
 

@@ -3,7 +3,9 @@
 The data still hashes as recorded, the training subset and the poisoned sets
 are what the recorded configuration implies on that data (and what
 poisoned.parquet holds), and the result tables hold exactly the grid's
-replicas. Nothing in the results folder is changed.
+replicas. A backdoor sweep's trigger is rebuilt and hashed, every replica's
+stamp mask (and a clean-label sweep's perturbed rows, `perturbed.npz`) rebuilt
+and checked against the file's sets. Nothing in the results folder is changed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from sweep import results
 from sweep.data.hashing import index_hash
 from sweep.errors import SweepError, one_line
 from sweep.experiment import prepare as prepare_lib
+from sweep.experiment.attacks.backdoors import trigger_hash
 from sweep.experiment.config import Config
+from sweep.experiment.running import perturbation
 from sweep.experiment.running.manifest import poisoned_hash
 from sweep.results.environment import git_commit
 from sweep.results.tables import CLEAN
@@ -120,6 +124,8 @@ def verify(results_dir: str | os.PathLike, data: str | None = None) -> int:
         flipped = prepared.pair_flipped if prepared.is_matrix else prepared.flipped
         check("poisoned hash", manifest.get("poisoned_hash"),
               poisoned_hash(flipped), show=short_hash)
+        if prepared.backdoor is not None:
+            check_backdoor(out, prepared, manifest, ok, fail, check)
 
     incomplete = check_tables(out, manifest, recorded, ok, fail)
     print_notes(manifest)
@@ -255,6 +261,77 @@ def check_poisoned(out, prepared, manifest: dict, ok, fail) -> None:
     else:
         why = "; the file matches the manifest, so the sets now drawn differ"
     fail(what, f"the configuration's sets vs the file's: {'; '.join(differ)}{why}")
+
+
+def check_backdoor(out, prepared, manifest: dict, ok, fail, check) -> None:
+    """The trigger, a clean-label sweep's perturbed copies, and every replica's
+    stamps (mask, rows) rebuilt against poisoned.parquet's sets."""
+    bd = prepared.backdoor
+    attack = manifest.get("attack") if isinstance(manifest.get("attack"), dict) else {}
+    check("trigger hash", attack.get("trigger_hash"), trigger_hash(bd.trigger),
+          show=short_hash)
+    n = len(prepared.train_labels)
+    stored = prepared.train_images
+    if bd.perturbs:
+        recorded = attack.get("perturbation") or {}
+        path = out / perturbation.PERTURBED
+        found = perturbation.read(path) if path.is_file() else None
+        index = prepared.perturbation_index()
+        if found is None:
+            fail(perturbation.PERTURBED, f"{len(index)} perturbed images vs no "
+                 "readable file")
+            return
+        got = perturbation.perturbed_hash(found.index, found.images)
+        moved = np.abs(found.images.astype(np.int16)
+                       - stored[found.index].astype(np.int16)) if len(
+            found.index) and found.index.max() < n else None
+        problems = []
+        if not np.array_equal(found.index, index):
+            problems.append("not the configuration's poisoned images")
+        if got != recorded.get("perturbed_hash"):
+            problems.append(f"hash {short_hash(got)} vs "
+                            f"{short_hash(recorded.get('perturbed_hash'))} recorded")
+        if moved is not None and moved.max() > bd.perturbation_eps:
+            problems.append(f"moves a pixel {moved.max()} levels, past eps "
+                            f"{bd.perturbation_eps}")
+        if problems:
+            fail(perturbation.PERTURBED, "; ".join(problems))
+            return
+        ok(f"{perturbation.PERTURBED}: {len(index)} perturbed images, within "
+           f"{bd.perturbation_eps}/255 of the originals")
+        prepared = dataclasses.replace(prepared, perturbed=found)
+        stored = prepared.stored_images()
+    sets = {}
+    path = out / "poisoned.parquet"
+    try:
+        table = pd.read_parquet(path, columns=["count", "seed", "index"])
+        sets = {(int(c), int(s)): g["index"].to_numpy()
+                for (c, s), g in table.groupby(["count", "seed"])}
+    except Exception:  # check_poisoned has said what is wrong with the file
+        fail("stamps", "poisoned.parquet cannot be read to check them against")
+        return
+    wrong = []
+    for replica in range(prepared.grid.size):
+        stamps = prepared.stamps([replica])
+        seed, count = prepared.grid.replica(replica)
+        mask = np.zeros(n, bool)
+        mask[sets.get(prepared.poison_key(seed, count), np.zeros(0, np.int64))] = True
+        good = np.array_equal(stamps.mask[0], mask)
+        if good and stamps.rows is not None:
+            # The replica reads the originals where it is not stamped, and the
+            # file's perturbed copies where it is.
+            rows, stamped = stamps.rows[0], np.flatnonzero(mask)
+            copies = found.images[np.searchsorted(found.index, stamped)]
+            good = (np.array_equal(rows[~mask], np.flatnonzero(~mask))
+                    and np.array_equal(stored[rows[mask]], copies))
+        if not good:
+            wrong.append(replica)
+    if wrong:
+        fail("stamps", f"replica(s) {', '.join(map(str, wrong[:5]))} stamp other "
+             "images than poisoned.parquet lists")
+    else:
+        ok(f"stamps: every replica's mask is its poisoned.parquet set "
+           f"({prepared.grid.size} replicas)")
 
 
 def check_tables(out, manifest: dict, config, ok, fail) -> bool:

@@ -41,20 +41,15 @@ INSTALL_HINT = (
 
 # Config keys that say where output went, not what the sweep is.
 NOT_PARAMS = ("out", "report", "mlflow")
-# Per-epoch columns of metrics.parquet logged on every replica's run.
-EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+# Per-epoch columns of metrics.parquet logged on every replica's run (those
+# present: a backdoor's metrics also carry asr and robust_accuracy).
+EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "asr",
+                 "robust_accuracy")
 # summary.parquet column -> metric name prefix on the parent run.
-SUMMARY_METRICS = {
-    "delta_mean": "delta",
-    "ci_low": "ci_low",
-    "ci_high": "ci_high",
-    "p_value": "p_value",
-    "p_adjusted": "p_adjusted",
-}
-RESULT_FILES = (
-    "manifest.json", "metrics.parquet", "summary.parquet",
-    "confusion.parquet", "poisoned.parquet",
-)
+SUMMARY_METRICS = {"delta_mean": "delta", "ci_low": "ci_low", "ci_high": "ci_high",
+                   "p_value": "p_value", "p_adjusted": "p_adjusted"}
+RESULT_FILES = ("manifest.json", "metrics.parquet", "summary.parquet",
+                "confusion.parquet", "poisoned.parquet")
 REPORT_FILES = ("report.md", "report.html")
 
 
@@ -199,7 +194,9 @@ def read_sweep(out: Path) -> dict:
         summary = stats.summarize(metrics, classes=stats.classes_of(manifest))
     names = list(manifest.get("class_names") or [])
     pairs = [tuple(int(i) for i in pair) for pair in manifest.get("pairs") or []]
-    ids = (manifest.get("source_id"), manifest.get("target_id"))
+    # An all-to-one backdoor has no source class (CLEAN).
+    ids = [i for i in (manifest.get("source_id"), manifest.get("target_id"))
+           if i != CLEAN]
     used = sorted({i for pair in pairs for i in pair}) if pairs else list(ids)
     if len(names) == 0 or any(i is None or not 0 <= i < len(names) for i in used):
         raise SweepError(f"{out}/manifest.json lacks class_names/source_id/target_id")
@@ -336,7 +333,7 @@ def describe(sweep: dict) -> str:
     config = m.get("config") or {}
     counts = ", ".join(str(c) for c in m.get("resolved_counts") or [])
     attack = (f"attack matrix of {len(sweep['pairs'])} pairs" if sweep["pairs"]
-              else f"{classes[m['source_id']]} -> {classes[m['target_id']]}")
+              else f"{classes.get(m['source_id'], 'all')} -> {classes[m['target_id']]}")
     return (
         f"Label poisoning sweep ({config.get('strategy', 'flip')}) "
         f"{attack}: counts {counts} x "
@@ -353,7 +350,8 @@ def parent_params(manifest: dict) -> dict[str, str]:
     if manifest.get("pairs"):
         params["pairs"] = [f"{names[s]}:{names[t]}" for s, t in manifest["pairs"]]
     else:
-        params["source_class"] = names[manifest["source_id"]]
+        source = manifest["source_id"]
+        params["source_class"] = "all" if source == CLEAN else names[source]
         params["target_class"] = names[manifest["target_id"]]
     params.update({
         "resolved_counts": manifest.get("resolved_counts"),
@@ -396,6 +394,10 @@ def parent_metrics(sweep: dict) -> list[tuple[str, float, int]]:
     for class_id, name in classes.items():
         rows.append((f"clean_accuracy_{name}",
                      clean.loc[clean["class_id"] == class_id, "accuracy"].mean(), 0))
+    if "asr" in metrics:  # a backdoor: its success per count, and as a curve
+        for r in stats.asr_by_count(metrics, epoch=epoch).itertuples():
+            rows += [(f"asr_count_{r.count}", r.asr_mean, 0), ("asr", r.asr_mean,
+                     r.count), (f"robust_accuracy_count_{r.count}", r.robust_mean, 0)]
     for k, v in (sweep["manifest"].get("timings") or {}).items():
         if isinstance(v, int | float) and not isinstance(v, bool):
             rows.append((_key(k), v, 0))

@@ -21,8 +21,14 @@ from matplotlib.figure import Figure
 from sweep import results as results_lib
 from sweep import stats
 from sweep.errors import SweepError
+from sweep.report import (
+    backdoor_report,
+    figures,
+    matrix_report,
+    rendering,
+    training_set,
+)
 from sweep.report import facts as facts_lib
-from sweep.report import figures, matrix_report, rendering, training_set
 from sweep.report.facts import Facts
 from sweep.report.rendering import Block, key_table
 
@@ -52,6 +58,8 @@ def write_report(
     """
     if matrix_report.is_matrix_folder(results_dir):  # many pairs: their own report
         return matrix_report.write_matrix_report(results_dir, level=level)
+    if backdoor_report.is_backdoor_folder(results_dir):  # ASR, not flips
+        return backdoor_report.write_backdoor_report(results_dir, level=level)
     a = analyse(results_dir, level=level, threshold=threshold)
     results, summary, facts = a.results, a.summary, a.facts
     out = results.path
@@ -129,6 +137,9 @@ def analyse(results_dir: str | os.PathLike, *, level: float = 0.95,
         raise SweepError(f"{results_dir} is an attack matrix: its report is per pair "
                          "(python -m sweep report writes it)")
     results = results_lib.load_results(results_dir)
+    if "attack" in results.manifest:  # its own report: backdoor_report
+        raise SweepError(f"{results.path} is a backdoor sweep: its report is "
+                         "write_report's (sweep.report.backdoor_report)")
     rng = np.random.default_rng(REPORT_SEED)
     summary = stats.summarize(
         results.metrics,

@@ -33,6 +33,7 @@ from sweep.results.load import SweepTables, load_results
 from sweep.results.tables import (
     CLEAN,
     METRIC_COLUMNS,
+    attack_success,
     check_metrics,
     chunk_frames,
     poisoned_frame,
@@ -45,6 +46,7 @@ __all__ = [
     "METRIC_COLUMNS",
     "SweepTables",
     "atomic_write_bytes",
+    "attack_success",
     "check_metrics",
     "chunk_frames",
     "chunk_id",

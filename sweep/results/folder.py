@@ -169,8 +169,11 @@ def save_chunk_state(out: Path, replicas: Sequence[int], padded: int,
     arrays = {"replicas": np.asarray(replicas, np.int64),
               "padded": np.int64(padded)}
     arrays.update({f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)})
-    for field in ("train_loss", "train_accuracy", "test_loss", "confusion"):
-        arrays[f"history_{field}"] = np.stack([getattr(m, field) for m in history])
+    for field in ("train_loss", "train_accuracy", "test_loss", "confusion",
+                  "stamped_confusion"):
+        values = [getattr(m, field, None) for m in history]
+        if all(v is not None for v in values):  # stamped: trigger backdoors only
+            arrays[f"history_{field}"] = np.stack(values)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(state_path(out, replicas), buf.getvalue())

@@ -3,6 +3,15 @@
 One row per replica x epoch x class (metrics) and per replica x epoch x true x
 predicted class (confusion); the poisoned sets as count (x seed) -> indices.
 Column names and dtypes are the results' schema (results/README.md).
+
+A trigger backdoor's metrics carry five more columns (a label-flip sweep's
+table is unchanged): per class, `stamped_correct` and `stamped_to_target` (the
+class's test images, trigger stamped on every one, predicted as their class /
+as the target); per replica and epoch, repeated on its class rows like
+`test_accuracy`, `asr` (percent of the attack's stamped test images predicted
+as the target: images of every class but the target, or of the source class
+for a source-specific attack), `robust_accuracy` (percent of the same images
+predicted as their true class) and `n_stamped` (how many images that is).
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ def chunk_frames(
     history: Sequence,
     sources: Sequence[int] | None = None,
     targets: Sequence[int] | None = None,
+    backdoor: tuple[int, int | None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tidy metrics and confusion tables for one chunk's epochs.
 
@@ -49,6 +59,9 @@ def chunk_frames(
       history: one `engine.EpochMetrics` per epoch, arrays over the same R.
       sources, targets: class ids of each replica's poisoned pair (R,), -1 for
         a clean replica (`CLEAN`); None leaves the columns out.
+      backdoor: (target, source or None for all-to-one) of a trigger backdoor,
+        whose history carries `stamped_confusion`: adds the stamped columns
+        (module doc, `attack_success`); None leaves them out.
     """
     r = len(replicas)
     k = len(class_names)
@@ -77,6 +90,8 @@ def chunk_frames(
                 100.0 * correct.sum(-1) / np.maximum(n.sum(-1), 1), k
             ),
         }
+        if backdoor is not None:
+            per_replica.update(stamped_columns(m.stamped_confusion, r, *backdoor))
         metric_frames.append(pd.DataFrame(per_replica))
         t, p = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
         confusion_frames.append(
@@ -103,6 +118,8 @@ def chunk_frames(
         {"replica": "int32", "count": "int32", "seed": "int32", "epoch": "int16",
          "class_id": "int16", "correct": "int32", "n": "int32"}
     )
+    if backdoor is not None:
+        metrics = metrics.astype({c: "int32" for c in STAMPED_COUNTS})
     confusion = pd.concat(confusion_frames, ignore_index=True).astype(
         {"replica": "int32", "count": "int32", "seed": "int32", "epoch": "int16",
          "true_id": "int16", "pred_id": "int16", "n": "int32"}
@@ -113,6 +130,55 @@ def chunk_frames(
             metrics[name] = np.tile(np.repeat(ids, k), len(history))
             confusion[name] = np.tile(np.repeat(ids, k * k), len(history))
     return metrics, confusion
+
+
+# A trigger backdoor's integer columns (see the module doc).
+STAMPED_COUNTS = ("stamped_correct", "stamped_to_target", "n_stamped")
+
+
+def attack_success(
+    stamped: np.ndarray, *, target: int, source: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Attack success rate and robust accuracy from the stamped test confusion.
+
+    Args:
+      stamped: (R, K, K) counts of the test set with the trigger on every
+        image, [true, predicted].
+      target: the backdoor's target class.
+      source: a source-specific attack's source class; None: every class but
+        the target (all-to-one). The target's own images never count: the
+        trigger cannot move them to where they already are.
+    Returns:
+      (asr (R,) percent predicted as the target, robust_accuracy (R,) percent
+      predicted as their true class, n (R,) the stamped images both are over);
+      NaN where n is 0.
+    """
+    stamped = np.asarray(stamped)
+    k = stamped.shape[-1]
+    classes = np.arange(k)
+    eligible = classes != target if source is None else classes == source
+    n = stamped[:, eligible].sum((1, 2))  # (R,)
+    to_target = stamped[:, eligible, target].sum(1)
+    correct = np.einsum("rkk->rk", stamped)[:, eligible].sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        asr = np.where(n > 0, 100.0 * to_target / np.maximum(n, 1), np.nan)
+        robust = np.where(n > 0, 100.0 * correct / np.maximum(n, 1), np.nan)
+    return asr, robust, n
+
+
+def stamped_columns(stamped: np.ndarray, r: int, target: int,
+                    source: int | None) -> dict[str, np.ndarray]:
+    """The backdoor columns of one epoch's metrics rows (R x K, class-minor)."""
+    stamped = np.asarray(stamped)[:r]  # (R, K, K)
+    k = stamped.shape[-1]
+    asr, robust, n = attack_success(stamped, target=target, source=source)
+    return {
+        "stamped_correct": np.einsum("rkk->rk", stamped).reshape(-1),
+        "stamped_to_target": stamped[:, :, target].reshape(-1),
+        "asr": np.repeat(asr, k),
+        "robust_accuracy": np.repeat(robust, k),
+        "n_stamped": np.repeat(n, k),
+    }
 
 
 def poisoned_frame(

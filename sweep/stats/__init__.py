@@ -16,10 +16,24 @@ Modules, by concept:
   dose_curve    the dose-response curve and its pointwise band
   threshold     "how many flips push a class below X%": the threshold set
   planning      `plan`: seeds needed, from an sd or a finished sweep
+  attack_success/ a backdoor's attack success rate: mean ASR intervals, the
+                paired delta's bootstrap-t, the count at which ASR reaches X%
+  backdoor_table  a backdoor's attack success per count (the dose-response table)
   simulate/     coverage and power simulations (python -m sweep.stats.simulate)
 """
 
 from sweep.results.tables import METRIC_COLUMNS, check_metrics
+from sweep.stats.attack_success import (
+    DEFAULT_ASR_THRESHOLDS,
+    asr_threshold_set,
+    asr_thresholds,
+    describe_asr_threshold,
+)
+from sweep.stats.backdoor_table import (
+    asr_by_count,
+    per_replica_asr,
+    threshold_table,
+)
 from sweep.stats.design import Design, classes_of, design_of
 from sweep.stats.dose_curve import (
     dose_response,
@@ -68,6 +82,10 @@ from sweep.stats.power import (
     seeds_needed,
 )
 from sweep.stats.summary import (
+    ASR_CLASS_ID,
+    ASR_CLASS_NAME,
+    CLEAN_ACCURACY_ID,
+    CLEAN_ACCURACY_NAME,
     SUMMARY_COLUMNS,
     accuracy_by_count,
     pooled_delta_sd,
@@ -85,9 +103,14 @@ from sweep.stats.threshold import (
 )
 
 __all__ = [
+    "ASR_CLASS_ID",
+    "ASR_CLASS_NAME",
+    "CLEAN_ACCURACY_ID",
+    "CLEAN_ACCURACY_NAME",
     "CONFIRMATORY",
     "CONFIRMATORY_METHOD",
     "CONFIRMATORY_SHARE",
+    "DEFAULT_ASR_THRESHOLDS",
     "DEFAULT_N_RESAMPLES",
     "DEFAULT_SD",
     "Design",
@@ -101,12 +124,16 @@ __all__ = [
     "POWER_TARGET",
     "SUMMARY_COLUMNS",
     "accuracy_by_count",
+    "asr_by_count",
+    "asr_threshold_set",
+    "asr_thresholds",
     "benjamini_hochberg",
     "check_metrics",
     "classes_of",
     "confirmatory_adjusted",
     "crossing",
     "describe_threshold",
+    "describe_asr_threshold",
     "design_of",
     "dose_response",
     "first_crossing",
@@ -134,7 +161,9 @@ __all__ = [
     "sign_flip_test",
     "sequence_stop_note",
     "smallest_effective_count",
+    "per_replica_asr",
     "summarize",
+    "threshold_table",
     "summarize_pairs",
     "t_interval",
     "t_test",

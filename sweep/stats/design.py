@@ -104,13 +104,14 @@ def design_of(metrics: pd.DataFrame, *, epoch: int | None = None) -> Design:
     )
 
 
-def classes_of(manifest: dict) -> tuple[int, int] | None:
+def classes_of(manifest: dict) -> tuple[int | None, int] | None:
     """The sweep's (source, target) class ids from its manifest, or None (the
-    defaults) for manifests that do not record them."""
+    defaults) for manifests that do not record them. An all-to-one backdoor
+    records source -1: (None, target)."""
     source, target = manifest.get("source_id"), manifest.get("target_id")
     if source is None or target is None:
         return None
-    return int(source), int(target)
+    return (None if int(source) < 0 else int(source)), int(target)
 
 
 def class_index(design: Design, class_id: int) -> int:

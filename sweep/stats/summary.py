@@ -2,7 +2,9 @@
 
 `summarize` is the public entry point (also `sweep.summarize`): it takes a
 metrics table (e.g. `pd.read_parquet(".../metrics.parquet")`) and returns exactly
-the table the CLI writes to summary.parquet for the same settings.
+the table the CLI writes to summary.parquet for the same settings. A trigger
+backdoor's table (it has the `asr` column) gets one more row per count, the
+attack success rate (class_id ASR_CLASS_ID), decided with the target class.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import pandas as pd
 from scipy import stats
 
 from sweep.errors import SweepError
+from sweep.stats.attack_success import asr_deltas
+from sweep.stats.backdoor_table import clean_cost, seed_grid
 from sweep.stats.design import (
     DEFAULT_SOURCE,
     DEFAULT_TARGET,
@@ -74,6 +78,15 @@ SUMMARY_COLUMNS = (
     "paired",
     "epoch",
 )
+
+
+# A backdoor's attack success rows: class_id and class_name of the summary row.
+ASR_CLASS_ID = -1
+ASR_CLASS_NAME = "ASR"
+# ... and its clean-accuracy cost rows (test accuracy without the trigger,
+# every class together): exploratory, paired t like the class rows.
+CLEAN_ACCURACY_ID = -2
+CLEAN_ACCURACY_NAME = "clean accuracy"
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -161,7 +174,7 @@ def summarize(
     *,
     level: float = 0.95,
     epoch: int | None = None,
-    classes: tuple[int | str, int | str] | None = None,
+    classes: tuple[int | str | None, int | str] | None = None,
     alpha: float = POWER_ALPHA,
     rng: np.random.Generator | None = None,
     n_resamples: int = DEFAULT_N_RESAMPLES,
@@ -186,7 +199,15 @@ def summarize(
       epoch: the epoch analysed; None for the last.
       classes: (source, target), ids or names: the confirmatory classes, fixed
         before looking at the data. None: the sweep's defaults, cat and dog.
-        The CLI passes the sweep's own --source/--target.
+        The CLI passes the sweep's own --source/--target. (None, target): no
+        source class; the target's sequence starts at alpha/2 and nothing
+        passes alpha to it. A trigger backdoor (metrics with `asr`): the
+        confirmatory family is the attack success rate and the target class
+        (each a fixed sequence at alpha/2, a sequence rejected at every count
+        passing its alpha to the other: the source/target rule with ASR in
+        the source's place); a source class, if any, is exploratory. The ASR
+        rows' delta is the paired bootstrap-t of `sweep.stats.attack_success`
+        (their `mde` is NaN: that test's power has no closed form).
       alpha: familywise error rate of the decisions (`significant`).
       rng: generator for Monte Carlo sign-flip / permutation draws (only used
         above 16 seeds or many unpaired relabellings); None: fixed seed 0.
@@ -202,7 +223,8 @@ def summarize(
     design = design_of(metrics, epoch=epoch)
     source, target = (DEFAULT_SOURCE, DEFAULT_TARGET) if classes is None else classes
     try:
-        confirmatory = (resolve_class(design, source), resolve_class(design, target))
+        confirmatory = (None if source is None else resolve_class(design, source),
+                        resolve_class(design, target))
     except SweepError as error:
         if classes is None:
             raise SweepError(
@@ -212,6 +234,9 @@ def summarize(
         raise
     if confirmatory[0] == confirmatory[1]:
         raise SweepError("the source and target classes must differ")
+    backdoor = "asr" in metrics.columns
+    if backdoor:  # ASR leads the target; a source class is exploratory
+        confirmatory = (ASR_CLASS_ID, confirmatory[1])
     clean_all = design.accuracy[0]
     rows = []
     for i in range(1, design.counts.size):
@@ -247,7 +272,13 @@ def summarize(
             rows.append(row)
     if not rows:  # a clean-only sweep: nothing to compare, not an error here
         return pd.DataFrame({c: [] for c in SUMMARY_COLUMNS})
+    if backdoor:
+        rows += _asr_rows(metrics, rows, paired=design.paired, level=level,
+                          epoch=design.epoch, rng=rng, n_resamples=n_resamples)
     summary = pd.DataFrame(rows)
+    if backdoor:  # each count's ASR row first (class_id -1), clean accuracy next
+        summary = summary.sort_values(["count", "class_id"], kind="stable")
+        summary = summary.reset_index(drop=True)
     _decide(summary, confirmatory, alpha=alpha)
     summary["level"] = level
     summary["paired"] = design.paired
@@ -255,18 +286,59 @@ def summarize(
     return summary[list(SUMMARY_COLUMNS)].reset_index(drop=True)
 
 
+def _asr_rows(metrics: pd.DataFrame, class_rows: list[dict], *, paired: bool,
+              level: float, epoch: int | None, rng: np.random.Generator,
+              n_resamples: int) -> list[dict]:
+    """Per poisoned count, a backdoor's attack success row and its
+    clean-accuracy cost row.
+
+    The columns of a class row from the seeds' ASRs (percent; delta_sd,
+    sign-flip check, twin correlation), with the interval and p-value of the
+    paired bootstrap-t (`attack_success.asr_deltas`) in place of the t's;
+    the clean-accuracy row is a class row of the replicas' test accuracy.
+    """
+    diverged = {r["count"]: r["n_diverged"] for r in class_rows}
+    rows = []
+    for d in asr_deltas(metrics, level=level, epoch=epoch, rng=rng):
+        row = {"count": d["count"], "class_id": ASR_CLASS_ID,
+               "class_name": ASR_CLASS_NAME, "family": CONFIRMATORY,
+               "n_diverged": diverged.get(d["count"], 0)}
+        row.update(_cell(d["clean"], d["poisoned"], paired=paired, level=level,
+                         rng=rng, n_resamples=n_resamples))
+        row.update(ci_low=d["ci_low"], ci_high=d["ci_high"], p_value=d["p_value"],
+                   p_method=d["p_method"], _se=math.nan, _df=math.nan)
+        rows.append(row)
+    counts, grid = seed_grid(metrics, "test_accuracy", epoch=epoch)
+    for j in range(1, counts.size):
+        clean, poisoned, _, _ = clean_cost(grid, j, paired=paired, level=level)
+        row = {"count": int(counts[j]), "class_id": CLEAN_ACCURACY_ID,
+               "class_name": CLEAN_ACCURACY_NAME, "family": EXPLORATORY,
+               "n_diverged": diverged.get(int(counts[j]), 0)}
+        row.update(_cell(clean, poisoned, paired=paired, level=level, rng=rng,
+                         n_resamples=n_resamples))
+        rows.append(row)
+    return rows
+
+
 def _decide(
-    summary: pd.DataFrame, confirmatory: tuple[int, int], *, alpha: float
+    summary: pd.DataFrame, confirmatory: tuple[int | None, int], *, alpha: float
 ) -> None:
-    """Fill p_adjusted, adjustment, significant, alpha, mde, mde_alpha in place."""
+    """Fill p_adjusted, adjustment, significant, alpha, mde, mde_alpha in place.
+
+    confirmatory: (the sequence beside the target's: the source class, or
+    ASR_CLASS_ID for a backdoor's attack success rate, or None; the target).
+    """
     adjusted = np.full(len(summary), np.nan)
     source = (summary["class_id"] == confirmatory[0]).to_numpy()
     target = (summary["class_id"] == confirmatory[1]).to_numpy()
-    # Rows are in ascending count within each class.
-    adjusted[source], adjusted[target] = confirmatory_adjusted(
-        summary.loc[source, "p_value"].to_numpy(dtype=float),
-        summary.loc[target, "p_value"].to_numpy(dtype=float),
-    )
+    target_p = summary.loc[target, "p_value"].to_numpy(dtype=float)
+    # Rows are in ascending count within each class. Without a source class its
+    # sequence never rejects (p = 1), so the target keeps its own alpha/2.
+    source_p = (np.ones_like(target_p) if confirmatory[0] is None
+                else summary.loc[source, "p_value"].to_numpy(dtype=float))
+    source_adjusted, adjusted[target] = confirmatory_adjusted(source_p, target_p)
+    if confirmatory[0] is not None:
+        adjusted[source] = source_adjusted
     adjusted[~(source | target)] = np.nan  # n < 2 stays NaN below
     explore = ~(source | target)
     adjusted[explore] = holm(summary.loc[explore, "p_value"].to_numpy(dtype=float))
@@ -349,8 +421,17 @@ def seeds_note(summary: pd.DataFrame) -> str | None:
     return head + f"after dropping diverged replicas count(s) {short} have fewer"
 
 
+def _class_rows(summary: pd.DataFrame) -> np.ndarray:
+    """(rows,) bool: the per-class rows (not a backdoor's ASR or clean-accuracy
+    rows); every row of a table without class_id."""
+    if "class_id" not in summary.columns:
+        return np.ones(len(summary), dtype=bool)
+    return (summary["class_id"] >= 0).to_numpy()
+
+
 def pooled_delta_sd(summary: pd.DataFrame) -> float:
-    """Pooled sd (points) of the deltas over all rows of a summary with n >= 2.
+    """Pooled sd (points) of the class rows' deltas with n >= 2 (a backdoor's
+    ASR and clean-accuracy rows left out: other quantities).
 
     Args:
       summary: a `summarize` table.
@@ -359,6 +440,7 @@ def pooled_delta_sd(summary: pd.DataFrame) -> float:
       sqrt(sum (n_i - 1) sd_i^2 / sum (n_i - 1)); NaN without any usable row.
     """
     ok = np.isfinite(summary["delta_sd"].to_numpy()) & (summary["n_seeds"] >= 2)
+    ok &= _class_rows(summary)
     rows = summary[ok]
     dof = rows["n_seeds"].to_numpy(dtype=float) - 1
     if dof.sum() <= 0:
@@ -377,7 +459,8 @@ def unpaired_seeds_equivalent(summary: pd.DataFrame, *, level: float = 0.95) -> 
     rows with n >= 3 (variances averaged); returns the smallest m whose expected
     width is at most the paired one, NaN when not estimable.
     """
-    rows = summary[(summary["n_seeds"] >= 3) & np.isfinite(summary["unpaired_sd"])]
+    rows = summary[(summary["n_seeds"] >= 3) & np.isfinite(summary["unpaired_sd"])
+                   & _class_rows(summary)]
     rows = rows[np.isfinite(rows["delta_sd"])]
     if not len(rows):
         return math.nan

@@ -31,7 +31,7 @@ from sweep import results, stats
 from sweep.defences.detect import detectors, folds, scoring
 from sweep.engine.memory import auto_replicas_per_step
 from sweep.errors import SweepError
-from sweep.experiment.config import Config
+from sweep.experiment.config import BACKDOORS, Config
 from sweep.experiment.prepare import prepare, recipe_for
 from sweep.experiment.running import run_sweep
 from sweep.experiment.running.train_local import chunks
@@ -81,6 +81,9 @@ class DetectConfig:
                              "--poison-per-seed is not supported")
         if self.sweep.seeds < 2:
             raise SweepError("detect needs --seeds 2 or more (intervals over seeds)")
+        if self.sweep.strategy in BACKDOORS:  # its fold models would not be stamped
+            raise SweepError("detect does not cover backdoor attacks yet; it finds "
+                             "label flips (--attack flip or swap)")
 
     def fingerprint(self) -> str:
         d = asdict(self)

@@ -14,6 +14,7 @@ import numpy as np
 
 from sweep.data.hashing import index_hash
 from sweep.errors import SweepError
+from sweep.experiment.attacks import backdoors
 from sweep.experiment.config import MODEL_DEFAULTS, RUNTIME_FIELDS
 from sweep.experiment.prepare import Prepared
 from sweep.results.environment import environment
@@ -52,6 +53,10 @@ def build_manifest(p: Prepared) -> dict:
         "data_hash": p.dataset.content_hash,
         "poisoned_hash": poisoned_hash(p.pair_flipped if p.is_matrix else p.flipped),
         **({"pairs": [list(pair) for pair in p.pairs]} if p.is_matrix else {}),
+        **({"attack": p.backdoor.describe(
+            p.dataset.class_names, len(p.train_labels),
+            len(backdoors.candidates(p.train_labels, p.backdoor)))}
+           if p.backdoor is not None else {}),
         **({"transfer": p.transfer} if p.transfer else {}),
         **environment(),
         "timings": {},
@@ -75,6 +80,12 @@ def check_resumable(old: dict, new: dict, out: Path) -> None:
             f"{out} holds a different sweep ({'; '.join(diff)}); "
             "use another --out or the original options"
         )
+    then = (old.get("attack") or {}).get("trigger_hash")
+    now = (new.get("attack") or {}).get("trigger_hash")
+    if then != now:  # e.g. a --blend-image file that changed
+        raise SweepError(
+            f"{out} was run with another trigger ({then} there, {now} now); use "
+            "the same trigger or another --out")
     if old.get("data_hash") != new["data_hash"]:
         raise SweepError(
             f"{out} was run on different data ({old.get('data_hash')} there, "

@@ -17,12 +17,12 @@ from sweep import results
 from sweep.errors import SweepError
 from sweep.experiment.config import Config
 from sweep.experiment.prepare import Prepared, poisoned_table, prepare
-from sweep.experiment.running import train_local, train_ray
+from sweep.experiment.running import perturbation, train_local, train_ray
 from sweep.experiment.running.manifest import build_manifest, check_resumable
 from sweep.report import mlflow_runs
 from sweep.report.write import write_report
 from sweep.results import lock
-from sweep.stats import classes_of
+from sweep.stats import asr_by_count, classes_of, threshold_table
 from sweep.stats.pair_tables import summarize_pairs
 
 Reporter = Callable[[str], None]
@@ -67,7 +67,7 @@ def train_and_write(p: Prepared, manifest: dict, *, t_start: float, log: Reporte
     """Train what is not done yet, join the tables, report; under the lock."""
     config = p.config
     manifest_path = p.out / results.MANIFEST
-    size_hint = None
+    size_hint, old = None, {}
     if manifest_path.exists():
         old = results.read_manifest(p.out)
         check_resumable(old, manifest, p.out)
@@ -78,6 +78,11 @@ def train_and_write(p: Prepared, manifest: dict, *, t_start: float, log: Reporte
     manifest["started"] = manifest["started"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results.write_json(manifest, manifest_path)
     results.write_parquet(poisoned_table(p), p.out / "poisoned.parquet")
+    if p.backdoor is not None and p.backdoor.perturbs:  # clean-label: the pixels
+        recorded = (old.get("attack") or {}).get("perturbation")
+        p = perturbation.attach(p, recorded=recorded, log=log)
+        manifest["attack"]["perturbation"] = p.perturbed.info
+        results.write_json(manifest, manifest_path)
 
     done = results.done_replicas(p.out)
     todo = [i for i in range(p.grid.size) if i not in done]
@@ -100,13 +105,19 @@ def train_and_write(p: Prepared, manifest: dict, *, t_start: float, log: Reporte
 
 
 def finalize(out: Path, manifest: dict) -> None:
-    """Join the chunks into the tidy tables and the summary; mark complete."""
+    """Join the chunks into the tidy tables and the summary (a backdoor's also
+    asr.parquet, mean ASR per count, and asr_thresholds.parquet); mark complete."""
     metrics = results.read_chunks(out, "metrics")
     confusion = results.read_chunks(out, "confusion")
     results.write_parquet(metrics, out / "metrics.parquet")
     results.write_parquet(confusion, out / "confusion.parquet")
     summary = summarize_pairs(metrics, classes=classes_of(manifest))
     results.write_parquet(summary, out / "summary.parquet")
+    if "attack" in manifest:  # a trigger backdoor: ASR per count, thresholds
+        results.write_parquet(asr_by_count(metrics), out / "asr.parquet")
+        results.write_parquet(
+            threshold_table(metrics, n_train=manifest["data"]["n_train"]),
+            out / "asr_thresholds.parquet")
     manifest["status"] = "complete"
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest["n_diverged"] = int(metrics.groupby("replica")["diverged"].any().sum())

@@ -158,6 +158,7 @@ def write_chunk_tables(p: Prepared, chunk: list[int], history) -> None:
     as they always were (its pair is in the manifest)."""
     seeds_counts = [p.grid.replica(i) for i in chunk]
     pairs = [p.replica_pair(i) for i in chunk] if p.is_matrix else None
+    bd = p.backdoor
     metrics, confusion = results.chunk_frames(
         replicas=chunk,
         counts=[sc[1] for sc in seeds_counts],
@@ -167,6 +168,7 @@ def write_chunk_tables(p: Prepared, chunk: list[int], history) -> None:
         history=history,
         sources=None if pairs is None else [st[0] for st in pairs],
         targets=None if pairs is None else [st[1] for st in pairs],
+        backdoor=None if bd is None else (bd.target, bd.source),
     )
     results.write_chunk(p.out, chunk, metrics, confusion)
 
@@ -186,6 +188,7 @@ def train_chunk(p: Prepared, engine, chunk: list[int], size: int, *,
     streams = np.array([p.grid.stream(i) for i in padded])
     keys = engine_lib.replica_keys(seeds, streams)
     labels = np.stack([p.replica_labels(i) for i in padded])
+    stamps = p.stamps(padded)  # None unless a trigger backdoor
 
     start = None if resumed is None else checkpoints.restore(engine, keys, resumed)
     save = checkpoints.Saver(p.out, chunk, size, epochs)
@@ -197,7 +200,8 @@ def train_chunk(p: Prepared, engine, chunk: list[int], size: int, *,
             ticks.end_epoch()
         save(epoch, state, history)
 
-    _, history = engine.train(labels, keys, epochs, on_epoch=on_epoch, start=start)
+    _, history = engine.train(labels, keys, epochs, on_epoch=on_epoch, start=start,
+                              stamps=stamps)
     return history
 
 

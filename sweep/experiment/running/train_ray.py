@@ -26,7 +26,7 @@ from sweep import results
 from sweep.errors import SweepError
 from sweep.experiment.config import parse_cluster
 from sweep.experiment.prepare import Prepared, build_engine, prepare
-from sweep.experiment.running import time_warning, train_local
+from sweep.experiment.running import perturbation, time_warning, train_local
 
 RAY_MISSING = 'Ray is not installed; pip install -e ".[ray]"'
 
@@ -159,7 +159,8 @@ def _worker_sweep(config):
     """The sweep and its compiled engine, built once per worker process."""
     if config not in _WORKER:  # one engine serves every chunk size (a recompile)
         _WORKER.clear()
-        p = prepare(config)
+        # A clean-label sweep's perturbed pixels are the driver's (the file).
+        p = perturbation.attach(prepare(config), compute=False)
         _WORKER[config] = (p, build_engine(p, devices=None))
     return _WORKER[config]
 

@@ -8,4 +8,7 @@ Modules:
   interval_coverage  coverage of the t, Welch, band and threshold intervals
   decisions          familywise error and power of the decision rules
   coverage_table     the table and its command line
+  asr_coverage       a backdoor's attack success rate: coverage of its intervals,
+                     threshold set and decisions, and its test's power
+                     (python -m sweep.stats.simulate.asr_coverage [--power])
 """
