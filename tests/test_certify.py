@@ -208,6 +208,7 @@ def test_report_and_api(run, data_dir):
     (["--base-epochs", "0"], "--base-epochs must be at least 1"),
     (["--level", "95"], "--level must be in (0, 1)"),
     (["--pairs", "cat:dog"], "certify takes one --source/--target pair"),
+    (["--attack", "badnets"], "certify covers label attacks (--attack flip or swap)"),
     (["--partitions", "100000", "--train-size", "500", "--counts", "5"],
      "base models (k=100000"),
 ])

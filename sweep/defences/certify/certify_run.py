@@ -41,7 +41,7 @@ from sweep.defences.certify import (
 from sweep.defences.certify.base_models import BaseModel, Scheme
 from sweep.engine.memory import auto_replicas_per_step
 from sweep.errors import SweepError
-from sweep.experiment.config import Config
+from sweep.experiment.config import BACKDOORS, Config
 from sweep.experiment.prepare import prepare, recipe_for
 from sweep.experiment.running import run_sweep
 from sweep.results import lock
@@ -89,6 +89,11 @@ class CertifyConfig:
         if s.model != "cnn":
             raise SweepError("certify trains SimpleCNN base models; --model head "
                              "is not supported")
+        if s.strategy in BACKDOORS:
+            # The base models train without stamps (isolated subsets take no
+            # trigger), so a backdoor's poisoned images would not be what they saw.
+            raise SweepError(f"certify covers label attacks (--attack flip or swap), "
+                             f"not the trigger backdoor {s.strategy}")
         if s.pairs is not None:
             raise SweepError("certify takes one --source/--target pair, not --pairs")
         if s.cluster is not None:
