@@ -56,7 +56,7 @@ def cmd_detect(argv: list[str], parser_class) -> int:
     sweep_config = config_from(args)
     if sweep_config.strategy in BACKDOORS:
         return _cmd_backdoor(args, sweep_config)
-    config = DetectConfig(sweep=config_from(args), folds=args.folds,
+    config = DetectConfig(sweep=sweep_config, folds=args.folds,
                           fold_seed=args.fold_seed, knn_k=args.knn_k,
                           repair_with=args.repair_with,
                           repair_methods=tuple(
