@@ -120,3 +120,22 @@ def test_backdoor_detect_refuses_a_flip_repair_detector(tmp_path, capsys):
                  "--out", str(tmp_path / "x")])
     assert code == 2
     assert "--repair-with takes only none" in capsys.readouterr().err
+
+
+def test_a_rerun_continues_from_the_chunks_and_refuses_other_options(
+        runs, capsys, monkeypatch):
+    out, _ = runs
+    monkeypatch.setenv("SWEEP_CACHE", str(out.parent / "cache"))
+    monkeypatch.setenv("SWEEP_NO_TFDS", "1")
+    monkeypatch.delenv("SWEEP_DATA", raising=False)
+    before = {name: pd.read_parquet(out / name) for name in
+              ("detection_seeds.parquet", "repair.parquet",
+               "backdoor_metrics.parquet")}
+    chunks = sorted(p.name for p in (out / "chunks").glob("bd-*"))
+    assert main(["detect", *OPTIONS, "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "chunks").glob("bd-*")) == chunks
+    for name, table in before.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), table)
+    capsys.readouterr()
+    assert main(["detect", *OPTIONS, "--trigger-size", "5", "--out", str(out)]) == 2
+    assert "holds a different detect run" in capsys.readouterr().err
