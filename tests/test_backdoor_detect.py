@@ -51,6 +51,8 @@ def test_tables_are_written_with_one_row_per_replica_and_detector(runs):
     assert len(repair) == len(backdoor_tables.DETECTORS)
     for col in ("asr_poisoned", "asr_repaired", "asr_delta", "accuracy_delta"):
         assert repair[col].notna().all()
+    report = (out / "report.md").read_text()
+    assert "backdoor detection" in report and "repair by removal" in report
 
 
 def test_detector_scores_are_graded_against_the_stamped_images(runs):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from sweep import results
 from sweep.cli.parser import config_from, run_parser
 from sweep.defences.detect import backdoor_tables, detect_report
 from sweep.defences.detect.backdoor_run import (
@@ -85,16 +86,23 @@ def _cmd_backdoor(args, sweep_config) -> int:
     config = BackdoorDetectConfig(sweep=sweep_config,
                                   repair=args.repair_with != "none")
     out = run_backdoor_detect(config)
-    print_backdoor_tables(out)
+    lines = backdoor_lines(out)
+    for line in lines:
+        print(line)
+    path = out / "report.md"
+    results.atomic_write_bytes(path, (
+        "# Backdoor detection and repair\n\n"
+        + "".join(f"    {line}\n" if line else "\n" for line in lines)).encode())
     print(f"\nresults: {out}/ (detection.parquet, detection_seeds.parquet, "
           "repair.parquet, backdoor_suspects.parquet)")
+    print(f"report: {path}")
     return 0
 
 
-def print_backdoor_tables(out) -> None:
+def backdoor_lines(out) -> list[str]:
+    """A backdoor detect run's detection and repair tables, as printed."""
     lines = backdoor_tables.detection_lines(pd.read_parquet(out / "detection.parquet"))
     if (out / "repair.parquet").exists():
         lines += [""] + backdoor_tables.repair_lines(
             pd.read_parquet(out / "repair.parquet"))
-    for line in lines:
-        print(line)
+    return lines
