@@ -141,3 +141,31 @@ def test_a_rerun_continues_from_the_chunks_and_refuses_other_options(
     capsys.readouterr()
     assert main(["detect", *OPTIONS, "--trigger-size", "5", "--out", str(out)]) == 2
     assert "holds a different detect run" in capsys.readouterr().err
+
+
+def test_clean_label_replicas_read_their_perturbed_copies_as_the_sweep_does(
+        tmp_path, monkeypatch):
+    """Clean-label: the stamped images are perturbed copies stored after the
+    training set (`Stamps.rows`); the detect run's replicas are the sweep's and
+    its truth is the sweep's stamped target-class images, labels kept."""
+    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SWEEP_NO_TFDS", "1")
+    monkeypatch.delenv("SWEEP_DATA", raising=False)
+    options = ["--data", "sample", "--train-size", "300", "--seeds", "2", "--epochs",
+               "1", "--replicas-per-step", "2", "--quiet", "--attack", "clean-label",
+               "--target", "airplane", "--counts", "10"]
+    out, sweep_out = tmp_path / "detect", tmp_path / "sweep"
+    assert main(["detect", *options, "--repair-with", "none", "--out", str(out)]) == 0
+    assert main([*options, "--out", str(sweep_out)]) == 0
+    assert not (out / "repair.parquet").exists()
+    cols = ["count", "seed", "epoch", "class_id", "correct", "asr", "n_stamped"]
+    key = ["count", "seed", "epoch", "class_id"]
+    ours = pd.read_parquet(out / "backdoor_metrics.parquet")[cols]
+    theirs = pd.read_parquet(sweep_out / "metrics.parquet")[cols]
+    pd.testing.assert_frame_equal(ours.sort_values(key).reset_index(drop=True),
+                                  theirs.sort_values(key).reset_index(drop=True))
+    suspects = pd.read_parquet(out / "backdoor_suspects.parquet")
+    planted = pd.read_parquet(sweep_out / "poisoned.parquet")
+    stamped = suspects[suspects["poisoned"]]
+    assert set(stamped["index"]) == set(planted["index"])
+    assert (stamped["true_label"] == 0).all()  # airplanes, labels kept
