@@ -82,8 +82,9 @@ class DetectConfig:
         if self.sweep.seeds < 2:
             raise SweepError("detect needs --seeds 2 or more (intervals over seeds)")
         if self.sweep.strategy in BACKDOORS:  # its fold models would not be stamped
-            raise SweepError("detect does not cover backdoor attacks yet; it finds "
-                             "label flips (--attack flip or swap)")
+            raise SweepError("DetectConfig finds label flips (--attack flip or "
+                             "swap); a backdoor's detect run is "
+                             "backdoor_run.BackdoorDetectConfig")
 
     def fingerprint(self) -> str:
         d = asdict(self)
