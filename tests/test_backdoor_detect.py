@@ -36,6 +36,7 @@ def runs(tmp_path_factory):
     return root / "detect", root / "sweep"
 
 
+@pytest.mark.slow  # trains a sweep and its detect run (about a minute)
 def test_tables_are_written_with_one_row_per_replica_and_detector(runs):
     out, _ = runs
     per_seed = pd.read_parquet(out / "detection_seeds.parquet")
@@ -55,6 +56,7 @@ def test_tables_are_written_with_one_row_per_replica_and_detector(runs):
     assert "backdoor detection" in report and "repair by removal" in report
 
 
+@pytest.mark.slow  # trains a sweep and its detect run (about a minute)
 def test_detector_scores_are_graded_against_the_stamped_images(runs):
     out, sweep_out = runs
     suspects = pd.read_parquet(out / "backdoor_suspects.parquet")
@@ -84,6 +86,7 @@ def test_detector_scores_are_graded_against_the_stamped_images(runs):
     assert per_seed.loc[per_seed["count"] == COUNT, "auroc"].notna().all()
 
 
+@pytest.mark.slow  # trains a sweep and its detect run (about a minute)
 def test_the_poisoned_replicas_are_the_sweeps(runs):
     out, sweep_out = runs
     cols = ["count", "seed", "epoch", "class_id", "correct", "accuracy",
@@ -95,6 +98,7 @@ def test_the_poisoned_replicas_are_the_sweeps(runs):
                                   theirs.sort_values(key).reset_index(drop=True))
 
 
+@pytest.mark.slow  # trains a sweep and its detect run (about a minute)
 def test_repair_removes_the_flagged_images_only(runs):
     out, _ = runs
     suspects = pd.read_parquet(out / "backdoor_suspects.parquet")
@@ -124,6 +128,7 @@ def test_backdoor_detect_refuses_a_flip_repair_detector(tmp_path, capsys):
     assert "--repair-with takes only none" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains a sweep and its detect run (about a minute)
 def test_a_rerun_continues_from_the_chunks_and_refuses_other_options(
         runs, capsys, monkeypatch):
     out, _ = runs
@@ -143,6 +148,7 @@ def test_a_rerun_continues_from_the_chunks_and_refuses_other_options(
     assert "holds a different detect run" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains a sweep and its detect run (about a minute)
 def test_clean_label_replicas_read_their_perturbed_copies_as_the_sweep_does(
         tmp_path, monkeypatch):
     """Clean-label: the stamped images are perturbed copies stored after the

@@ -212,6 +212,7 @@ def clean_label(root):
     return outs
 
 
+@pytest.mark.slow  # two clean-label sweeps and a surrogate (about a minute)
 def test_clean_label_with_and_without_its_perturbation(clean_label, root):
     perturbed, plain = clean_label["perturbed"], clean_label["plain"]
     stored = perturbation.read(perturbed / perturbation.PERTURBED)
@@ -241,6 +242,7 @@ def test_clean_label_with_and_without_its_perturbation(clean_label, root):
     assert "asr" in a and "asr" in b
 
 
+@pytest.mark.slow  # two clean-label sweeps and a surrogate (about a minute)
 def test_verify_checks_the_perturbed_copies(clean_label, tmp_path, capsys):
     perturbed = clean_label["perturbed"]
     assert main(["verify", str(perturbed), "--data", "sample"]) == 0
@@ -258,6 +260,7 @@ def test_verify_checks_the_perturbed_copies(clean_label, tmp_path, capsys):
     assert "FAIL perturbed.npz: hash" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # two clean-label sweeps and a surrogate (about a minute)
 def test_the_surrogate_is_cached(clean_label, root):
     manifest = json.loads((clean_label["perturbed"] / "manifest.json").read_text())
     surrogate = manifest["attack"]["perturbation"]["surrogate"]

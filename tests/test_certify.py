@@ -76,6 +76,7 @@ def train_set(data_dir):
                           batch_size=32))
 
 
+@pytest.mark.slow  # shares a certify run that trains for a minute
 def test_a_flip_retrains_only_the_models_of_its_bucket(run, data_dir):
     t = tables(run)
     p = train_set(data_dir)
@@ -105,6 +106,7 @@ def test_a_flip_retrains_only_the_models_of_its_bucket(run, data_dir):
     assert len(clean) == 2 * (4 + 8)
 
 
+@pytest.mark.slow  # shares a certify run that trains for a minute
 def test_the_certificate_holds_on_every_attack_made(run):
     t = tables(run)
     assert t["attack"]["bound_holds"].all()
@@ -123,6 +125,7 @@ def test_the_certificate_holds_on_every_attack_made(run):
     assert set(c["method"]) == {"dpa", "dpa-roe", "fa", "fa-roe"}
 
 
+@pytest.mark.slow  # shares a certify run that trains for a minute
 def test_tables_agree_with_each_other_and_with_the_sweep(run):
     t = tables(run)
     curves, price, attack = t["certified"], t["price"], t["attack"]
@@ -149,6 +152,7 @@ def test_tables_agree_with_each_other_and_with_the_sweep(run):
         assert got == pytest.approx(want.mean())
 
 
+@pytest.mark.slow  # shares a certify run that trains for a minute
 def test_an_interrupted_run_continues_and_chunks_do_not_change_a_model(
         run, data_dir, tmp_path):
     """A copy of the run with one chunk deleted, rerun with another chunk size:
@@ -184,6 +188,7 @@ def test_an_interrupted_run_continues_and_chunks_do_not_change_a_model(
     assert (m1.loc[m0.index] == m0).all()
 
 
+@pytest.mark.slow  # shares a certify run that trains for a minute
 def test_report_and_api(run, data_dir):
     import sweep
 
