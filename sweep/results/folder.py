@@ -73,6 +73,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_npz(path: Path, **arrays) -> None:
+    """`np.savez` of the arrays, written atomically (`atomic_write_bytes`)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def _mkstemp(path: Path) -> tuple[int, str]:
     try:
         return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -174,9 +181,7 @@ def save_chunk_state(out: Path, replicas: Sequence[int], padded: int,
         values = [getattr(m, field, None) for m in history]
         if all(v is not None for v in values):  # stamped: trigger backdoors only
             arrays[f"history_{field}"] = np.stack(values)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(state_path(out, replicas), buf.getvalue())
+    atomic_write_npz(state_path(out, replicas), **arrays)
 
 
 def load_chunk_states(out: Path) -> list[dict]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -176,12 +175,6 @@ def load_models(out: Path, ids) -> tuple[dict[str, np.ndarray], dict[str, dict]]
     return ranks, facts
 
 
-def _save(path: Path, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    results.atomic_write_bytes(path, buf.getvalue())
-
-
 def chunk_plan(todo: list[BaseModel], size: int, batch_size: int
                ) -> list[list[BaseModel]]:
     """Models grouped into chunks of at most `size`, those with the same number
@@ -237,11 +230,12 @@ def train_models(todo: list[BaseModel], *, recipe: engine_lib.Recipe, epochs: in
         ids = [s.id for s in chunk]
         name = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
         seconds = time.time() - t
-        _save(Path(out) / results.CHUNKS / f"{CHUNK_PREFIX}{name}.npz",
-              ids=np.array(ids), ranks=ranks[:real],
-              params_sha256=np.array(digests[:real]),
-              train_loss=np.asarray(history[-1].train_loss[:real], np.float64),
-              seconds=np.float64(seconds), replicas=np.int64(len(padded)))
+        results.atomic_write_npz(
+            Path(out) / results.CHUNKS / f"{CHUNK_PREFIX}{name}.npz",
+            ids=np.array(ids), ranks=ranks[:real],
+            params_sha256=np.array(digests[:real]),
+            train_loss=np.asarray(history[-1].train_loss[:real], np.float64),
+            seconds=np.float64(seconds), replicas=np.int64(len(padded)))
         log(f"base models: chunk {n + 1} of {len(plan)} ({real} models, "
             f"{width // b} steps per epoch): {seconds:.0f} s")
     return len(todo)

@@ -23,7 +23,6 @@ pieces (bd-*), written atomically: an interrupted run continues.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 import time
@@ -86,12 +85,6 @@ def default_out(c: BackdoorDetectConfig) -> Path:
     s = c.sweep
     return Path("results") / (f"detect-{s.strategy}-{s.target}-s{s.seeds}-"
                               f"{c.fingerprint()}")
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    results.atomic_write_bytes(path, buf.getvalue())
 
 
 def _chunk_size(p, n: int) -> int:

@@ -16,7 +16,6 @@ per-chunk pieces, each written atomically, so an interrupted run continues.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 import time
@@ -100,12 +99,6 @@ def default_out(c: DetectConfig) -> Path:
     s = c.sweep
     return Path("results") / (f"detect-{s.source}-{s.target}-s{s.seeds}-k{c.folds}-"
                               f"{c.fingerprint()}")
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    results.atomic_write_bytes(path, buf.getvalue())
 
 
 def _recipe(p, c: Config):
@@ -228,7 +221,7 @@ def train_fold_models(c: DetectConfig, p, out: Path, fold_of: dict, *, log) -> d
             arrays[f"{i}_knn_flag"] = knn_flag
             arrays[f"{i}_margin"] = margin[j]
             arrays[f"{i}_train_loss"] = np.float64(history[-1].train_loss[j])
-        _save_npz(path, **arrays)
+        results.atomic_write_npz(path, **arrays)
         log(f"fold models {ids[0] + 1}-{ids[-1] + 1} of {len(grid)}: "
             f"{time.time() - t:.0f} s")
     # Gather every chunk's pieces into whole-training-set arrays.
