@@ -3,6 +3,8 @@
     PYTHONPATH=. python bench/cpu_fair.py [--data ../shared/data/cifar10]
         [--train-images 10000] [--replicas 1,8] [--rounds 3] [--threads N]
         [--json bench/cpu_fair.json]
+    PYTHONPATH=. python bench/cpu_fair.py --end-to-end [--seeds 4] [--count 500]
+        [--epochs 5] [--engines this,before=PATH] [--data ...] [--train-images 10000]
 
 `bench/train_bench.py` times PyTorch from inside the loop that builds each
 model and over 10 steps a model; that flatters the engine (issue 21). Here
@@ -24,6 +26,19 @@ replica-images per second: R x images / epoch seconds for the engine, images /
 epoch seconds for PyTorch (one model after another costs R times one model).
 Cost ratio: time(R) / (R x time(1)), below 1 when replicas together are
 cheaper than one after another.
+
+`--end-to-end` is issue 21's whole-job comparison instead: `python -m sweep
+--counts C --seeds S --selection first --epochs E --train-size N` (2 x S models:
+each seed clean and with the first C cats of the balanced subset labelled dog;
+`--count 0`: the S clean models only, for comparing clean accuracy;
+every replica evaluated on the 10,000 test images after every epoch, results
+written) against the same 2 x S models in the PyTorch loop one after another
+(data loaded and normalised, each model trained and evaluated once at the end),
+all inside the timed region for both, as a user waits for them. `--engines`
+names the checkouts whose `python -m sweep` runs (`this`: this one; `NAME=PATH`:
+another, e.g. the commit before a change), each timed in the same run. It
+prints each path's wall time, its time over PyTorch's, and the cat and overall
+test accuracy each path reached, so the speed is not bought with another model.
 """
 
 from __future__ import annotations
@@ -34,12 +49,14 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,6 +64,8 @@ from sweep import data as data_lib  # noqa: E402
 from sweep import engine as engine_lib  # noqa: E402
 
 BATCH, LR, DROPOUT, CLASSES = 128, 1e-3, 0.5, 10
+CAT, DOG = 3, 5
+REPO = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> dict:
@@ -140,15 +159,9 @@ class TorchPath:
         self.run()  # warm-up: oneDNN primitives are created on first use
 
     def build(self):
-        nn = self.nn
         self.torch.manual_seed(self.seed)
         self.seed += 1
-        net = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2048, 512), nn.ReLU(), nn.Dropout(DROPOUT),
-            nn.Linear(512, CLASSES))
+        net = simple_cnn_torch(self.nn)
         return net, self.torch.optim.Adam(net.parameters(), lr=LR)
 
     def run(self) -> float:
@@ -168,6 +181,127 @@ class TorchPath:
         return time.perf_counter() - t0
 
 
+def simple_cnn_torch(nn):
+    """The reference notebook's SimpleCNN."""
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(2048, 512), nn.ReLU(), nn.Dropout(DROPOUT),
+        nn.Linear(512, CLASSES))
+
+
+def arms(count: int) -> tuple[int, ...]:
+    """The poison counts each seed trains: clean, and `count` flips unless 0."""
+    return (0,) if count == 0 else (0, count)
+
+
+def engine_end_to_end(repo: Path, data: str, args) -> dict:
+    """`python -m sweep` from checkout `repo`: wall seconds and final accuracies."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "sweep", "--data", data,
+               "--train-size", str(args.train_images), "--counts", str(args.count),
+               "--seeds", str(args.seeds), "--selection", "first",
+               "--epochs", str(args.epochs), "--out", out, "--quiet"]
+        env = {**os.environ, "PYTHONPATH": str(repo)}
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed in {repo}: "
+                             f"{done.stderr.strip().splitlines()[-1:]}")
+        m = pd.read_parquet(Path(out) / "metrics.parquet")
+    last = m[m.epoch == m.epoch.max()]
+    cat = last[last.class_id == CAT].set_index(["count", "seed"]).accuracy
+    overall = last.groupby(["count", "seed"]).test_accuracy.first()
+    return {"seconds": seconds,
+            "cat": {f"{c}/{s}": float(v) for (c, s), v in cat.items()},
+            "test": {f"{c}/{s}": float(v) for (c, s), v in overall.items()}}
+
+
+def torch_end_to_end(data: str, args) -> dict:
+    """The same models in the PyTorch loop, one after another, all timed."""
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    ds = data_lib.load(data)
+    rows = data_lib.balanced_subset(ds.train_labels, args.train_images, seed=0)
+    x = torch.from_numpy((np.asarray(ds.train_images[rows], np.float32) / 127.5 - 1.0)
+                         .transpose(0, 3, 1, 2).copy())
+    y0 = np.asarray(ds.train_labels[rows], np.int64)
+    tx = torch.from_numpy((np.asarray(ds.test_images, np.float32) / 127.5 - 1.0)
+                          .transpose(0, 3, 1, 2).copy())
+    ty = np.asarray(ds.test_labels, np.int64)
+    cats = np.flatnonzero(y0 == CAT)  # --selection first: the first C cats
+    out = {"cat": {}, "test": {}}
+    for seed in range(args.seeds):
+        for count in arms(args.count):
+            y = y0.copy()
+            y[cats[:count]] = DOG
+            yt = torch.from_numpy(y)
+            torch.manual_seed(seed)
+            net = simple_cnn_torch(nn)
+            opt = torch.optim.Adam(net.parameters(), lr=LR)
+            loss_fn = nn.CrossEntropyLoss()
+            for _ in range(args.epochs):
+                net.train()
+                perm = torch.randperm(len(y))
+                for s in range(0, len(y), BATCH):
+                    i = perm[s:s + BATCH]
+                    opt.zero_grad(set_to_none=True)
+                    loss_fn(net(x[i]), yt[i]).backward()
+                    opt.step()
+            net.eval()
+            with torch.no_grad():
+                pred = torch.cat([net(tx[s:s + 1000]).argmax(1)
+                                  for s in range(0, len(ty), 1000)]).numpy()
+            key = f"{count}/{seed}"
+            out["cat"][key] = float(100.0 * (pred[ty == CAT] == CAT).mean())
+            out["test"][key] = float(100.0 * (pred == ty).mean())
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def accuracy_line(res: dict, count: int) -> str:
+    """Mean cat accuracy clean and poisoned, and mean clean test accuracy."""
+    def mean(table, c):
+        return np.mean([v for k, v in table.items() if int(k.split("/")[0]) == c])
+    line = f"clean test {mean(res['test'], 0):.1f}%, cat {mean(res['cat'], 0):.1f}%"
+    if count:
+        line += f" clean vs {mean(res['cat'], count):.1f}% at {count} flips"
+    return line
+
+
+def end_to_end(args, host: dict) -> int:
+    """Issue 21's whole-job comparison (see the module doc)."""
+    engines = {}
+    for item in args.engines.split(","):
+        name, _, path = item.partition("=")
+        engines[name] = REPO if name == "this" and not path else Path(path).resolve()
+    results = {name: engine_end_to_end(repo, args.data, args)
+               for name, repo in engines.items()}
+    results["torch"] = torch_end_to_end(args.data, args)
+    t = results["torch"]["seconds"]
+    print(f"\nend to end, {len(arms(args.count)) * args.seeds} models ({args.seeds} "
+          f"seeds x counts {arms(args.count)}, --selection first), {args.epochs} "
+          f"epochs of {args.train_images:,} images:")
+    for name, res in results.items():
+        ratio = ("" if name == "torch"
+                 else f", {res['seconds'] / t:.2f}x PyTorch's time")
+        print(f"  {name}: {res['seconds']:.0f} s{ratio}; "
+              f"{accuracy_line(res, args.count)}")
+    Path(args.json).write_text(json.dumps(
+        {"host": {**host, "load_average_end": os.getloadavg()}, "mode": "end-to-end",
+         "args": {k: getattr(args, k) for k in ("seeds", "count", "epochs",
+                                                 "train_images", "threads")},
+         "engines": {k: str(v) for k, v in engines.items()}, "results": results},
+        indent=2) + "\n")
+    print(f"({args.json})")
+    return 0
+
+
 def median(v: list[float]) -> float:
     return float(np.median(v))
 
@@ -182,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--json", default="bench/cpu_fair.json")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="the whole-job comparison (module doc) instead of epochs")
+    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--count", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--engines", default="this", help=(
+        "checkouts to run python -m sweep from: this, NAME=PATH, comma-separated"))
     args = p.parse_args(argv)
     rs = [int(r) for r in args.replicas.split(",")]
 
@@ -191,9 +332,17 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/cpu_fair.py needs PyTorch, the peer: pip install -e '.[bench]' "
               "(CPU-only: the CPU wheel index first)", file=sys.stderr)
         return 2
-    x, y, source = load(args.data, args.train_images)
     host = {**cpu_model(), "load_average_start": os.getloadavg(), "commit": commit(),
             "jax": jax.__version__, "backend": jax.default_backend()}
+    if args.end_to_end:
+        if not args.data:
+            print("--end-to-end needs --data (a CIFAR-10 folder)", file=sys.stderr)
+            return 2
+        print(f"{host['model']} ({host['cores']} cores; {' '.join(host['flags'])}), "
+              f"load {host['load_average_start'][0]:.1f}, commit {host['commit']}",
+              file=sys.stderr)
+        return end_to_end(args, host)
+    x, y, source = load(args.data, args.train_images)
     print(f"{host['model']} ({host['cores']} cores; {' '.join(host['flags'])}), "
           f"load {host['load_average_start'][0]:.1f}, commit {host['commit']}; "
           f"{source}", file=sys.stderr)

@@ -25,6 +25,7 @@ def dense(
     *,
     impl: str = "auto",
     compute_dtype=jnp.float32,
+    out_dtype=None,
 ) -> jax.Array:
     """Replica-batched ``x @ w + b``.
 
@@ -35,17 +36,19 @@ def dense(
       impl: one of ``IMPLS``, or "auto" for ``choose("dense", replicas=R)``.
       compute_dtype: dtype the products are taken in; ``x`` and ``w`` are cast
         to it, sums accumulate in float32.
+      out_dtype: the result's dtype; None: float32 (or ``x``'s if wider).
 
     Returns:
-      (R, B, O) float32 (or ``x``'s dtype if wider).
+      (R, B, O) in `out_dtype`.
     """
     _check_shapes(x, w, b)
     impl = choose("dense", replicas=x.shape[0]) if impl == "auto" else impl
     check_impl("dense", impl, IMPLS)
-    out_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    acc = jnp.promote_types(x.dtype, jnp.float32)
     xc, wc = x.astype(compute_dtype), w.astype(compute_dtype)
-    y = jnp.einsum("rbi,rio->rbo", xc, wc, preferred_element_type=out_dtype)
-    return y + b[:, None, :].astype(out_dtype)
+    y = jnp.einsum("rbi,rio->rbo", xc, wc, preferred_element_type=acc)
+    y = y + b[:, None, :].astype(acc)
+    return y if out_dtype is None else y.astype(out_dtype)
 
 
 def dense_reference(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:

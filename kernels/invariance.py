@@ -50,20 +50,43 @@ OPTIONS: dict[str, dict[str, str]] = {
 }
 
 
-def compiler_options() -> dict[str, str] | None:
+# The same for a function that runs its replicas one at a time (`jit`): YNNPACK's
+# dots and reductions, as jaxlib 0.10.2 has them by default, but not the other
+# op kinds its default also sends to YNNPACK (19 fusions in a 2-replica epoch
+# against 13), which cost a train step 1.5x (107 vs 71 ms per replica-step,
+# bench/cpu_variants.py, `after` vs `conv=native+rep=sequential+ynn`).
+ONE_AT_A_TIME_OPTIONS: dict[str, dict[str, str]] = {
+    "cpu": {"xla_cpu_experimental_ynn_fusion_type":
+            "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
+}
+
+
+def compiler_options(one_at_a_time: bool = False) -> dict[str, str] | None:
     """The options for ``jax.default_backend()``, or None.
 
     None where the backend has none, or where this jaxlib does not know them.
+    `one_at_a_time`: the options for a function that runs its replicas one
+    after another (`jit`).
     """
-    options = OPTIONS.get(jax.default_backend())
+    table = ONE_AT_A_TIME_OPTIONS if one_at_a_time else OPTIONS
+    options = table.get(jax.default_backend())
     if options is None or not _known(tuple(sorted(options.items()))):
         return None
     return dict(options)
 
 
-def jit(fn, **kwargs):
-    """``jax.jit(fn, **kwargs)``, compiled under `compiler_options()`."""
-    return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+def jit(fn, *, one_at_a_time: bool = False, **kwargs):
+    """``jax.jit(fn, **kwargs)``, compiled under `compiler_options()`.
+
+    `one_at_a_time`: `fn` runs its replicas one after another
+    (``kernels.replica_map``'s ``sequential``), every float sum inside the
+    per-replica body, and outside it only exact or elementwise work. Every
+    shape XLA sees in a replica's arithmetic is then the same whatever R, so
+    YNNPACK's fusions keep the invariance and the function gets them
+    (`ONE_AT_A_TIME_OPTIONS`: a train step 0.91x the time without them,
+    ``kernels.select``).
+    """
+    return jax.jit(fn, compiler_options=compiler_options(one_at_a_time), **kwargs)
 
 
 @functools.cache

@@ -1,45 +1,52 @@
 """Which formulation ``impl="auto"`` means, per backend, replica count and layer.
 
 The choice is made at trace time from static shapes, so it costs nothing at run
-time. Re-measure a row with ``PYTHONPATH=. python bench/kernels_bench.py`` on
-that backend (full SimpleCNN train step, batch 128, each formulation x R).
+time. Ops: "conv" (``kernels.conv``), "pool", "dense", and "replicas"
+(``kernels.replica_map``: the replica axis run all at once or one replica after
+another inside the compiled step).
 
-CPU (2-core AMD EPYC VM, XLA:CPU, jax 0.10.2; 2026-11-22; ms per replica step,
-plain single model ~88 ms; medians of 9-15 interleaved steps, other jobs
-sharing the machine, so +-5-10%; measured with XLA:CPU's default YNNPACK
-fusions, before ``kernels.invariance`` turned them off for the engine: the
-bench now compiles as the engine does, re-measure this row):
+CPU, measured on a 2-core AMD EPYC VM (Zen 4: AVX-512, avx512_bf16, no AMX;
+XLA:CPU, jax 0.10.2), quiet machine (load < 2), 2026-12-06. The engine's own
+compiled epoch (``make_train_epoch``, 10 steps of batch 128, R = 8, Adam,
+dropout), variants taking turns in one process, ms per replica-step, medians
+of 3-4 rounds (``PYTHONPATH=. python bench/cpu_variants.py --replicas 8 --steps
+10 --rounds 3 --variants before,after,r=1 --torch``, and the variant lists in
+bench/RESULTS.md):
 
-    R   vmap    map       unroll  im2col  auto
-    1   92      3470      91      80      81
-    4   687     dropped   89      74      73
-    8   dropped dropped   78      71-87   68-81
-    16  dropped dropped   91      81-84   80-83
-    32  -       -         -       77      92 (auto = unroll above conv1 then)
+    conv     replicas     R=8 ms   vs im2col+batched
+    im2col   batched      88-92    1.00  (the rule before issue 21)
+    im2col   sequential   95       1.07
+    native   batched      77       0.87
+    native   sequential   64-69    0.74-0.78  (with kernels.invariance's
+                                    one-at-a-time options; 0.79-0.82 without)
+    PyTorch 2.13 (2 threads, fair loop, one model): 71-85 ms
 
-- ``vmap`` (grouped convolution) costs 7-11x R single models: XLA:CPU has no
-  fast path for ``feature_group_count > 1``. ``map`` runs its convolutions
-  inside a while loop, where XLA:CPU is 40x slower still. Neither is chosen.
-- ``im2col`` turns each layer into one batched GEMM: its cost per replica is
-  flat in R and its compile time constant (~1.5 s).
-- ``unroll`` gives every replica XLA's own (Eigen) convolution, which beats
-  im2col on the 32- and 64-channel layers by ~7% of a step at R <= 8, but
-  compiles in time growing with R (4.7 s at R=16, 8 s at R=32) and falls
-  behind im2col from R=16 on.
-- The first layer (3 input channels) is faster as im2col at every R: a
-  27-deep GEMM beats a convolution over 3 channels (~20 ms of a step saved).
+- ``native`` (XLA's convolution, its backward pass in the canonical form of
+  ``kernels.conv_native``) runs every convolution as one library call in or
+  out of the epoch's while loop; autodiff's own weight gradient falls to a
+  naive loop inside it (8.1 s against 61 ms, conv2's shape). On every layer,
+  the 3-channel first one included, it beat ``im2col`` (whose patches and
+  transposed weight-gradient dots were two fifths of a step).
+- ``sequential`` replicas keep one replica's activations in the caches where a
+  batched layer streams R replicas' through memory (25-35% more per replica
+  per layer at R = 8 than R = 1). It costs nothing per replica: R = 1 runs the
+  same loop body (66.6 ms against 69.1 at R = 8 in one run), so replicas
+  together are no cheaper than one after another on a CPU; both are faster
+  than PyTorch's loop.
+- ``vmap`` (grouped convolution) costs 7-11x R single models on XLA:CPU, and
+  ``map``/``unroll`` run autodiff's convolution inside a loop: never chosen;
+  baselines in ``bench/kernel_baselines.py``.
+- Evaluation (the test set through every replica each epoch) with ``native``
+  and ``sequential``: 0.50x the ``im2col``/batched time, confusion matrices
+  and losses bit-equal in the run that measured it (eval batch 1000; 250 or
+  100 were no faster, YNNPACK's fusions no help).
 
-Those are steps timed alone. The engine runs a whole epoch inside one
-``lax.scan``, and there XLA:CPU's own convolution falls off a cliff: inside a
-while loop it is not dispatched to Eigen, and a 2-replica ``unroll`` step took
-4.8 s against 0.115 s outside the loop (``im2col``: 0.10 s inside, the same
-as outside). So on CPU ``auto`` is ``im2col`` for every layer and R. ``map``,
-``unroll``, pool ``window`` and dense ``vmap`` are never chosen; they are
-baselines in ``bench/kernel_baselines.py``, which the bench still times.
+Not measured: an Intel CPU (the issue's Xeon with AMX); re-run the bench there.
 
 GPU and TPU rows are not measured yet (no accelerator was available): ``vmap``
-lets cuDNN / the TPU compiler run one grouped convolution per layer, which is
-the usual best there; run the bench and fix the row.
+lets cuDNN / the TPU compiler run one grouped convolution per layer, and the
+replicas one batched pass, which is the usual best there; run the bench and fix
+the row.
 
 Pool: ``reshape`` everywhere; ``window`` (``lax.reduce_window``) has a
 select-and-scatter backward that adds ~30% to a CPU step (108.6 vs 81.6 ms at
@@ -58,9 +65,10 @@ class KernelError(ValueError):
 # op -> backend -> impl. Shape-independent today: no measured shape changed a
 # winner inside the epoch loop (the CPU table above).
 TABLE: dict[str, dict[str, str]] = {
-    "conv": {"cpu": "im2col", "gpu": "vmap", "tpu": "vmap"},
+    "conv": {"cpu": "native", "gpu": "vmap", "tpu": "vmap"},
     "pool": {"cpu": "reshape", "gpu": "reshape", "tpu": "reshape"},
     "dense": {"cpu": "einsum", "gpu": "einsum", "tpu": "einsum"},
+    "replicas": {"cpu": "sequential", "gpu": "batched", "tpu": "batched"},
 }
 
 
@@ -74,7 +82,7 @@ def choose(
     """The formulation ``impl="auto"`` resolves to.
 
     Args:
-      op: "conv", "pool" or "dense".
+      op: "conv", "pool", "dense" or "replicas" (``kernels.replica_map``).
       backend: "cpu", "gpu" ("cuda" and "rocm" count as "gpu") or "tpu"; None
         for ``jax.default_backend()``. Unknown backends get the CPU row.
       replicas: R, the leading replica axis (None: unknown).

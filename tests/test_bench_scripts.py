@@ -34,7 +34,8 @@ def test_gpu_sh_parses_and_refuses_unknown_stages(tmp_path):
 
 @pytest.mark.parametrize(
     "script", ["train_bench.py", "kernels_bench.py", "bf16_accuracy.py", "cpu_fair.py",
-               "certify_bench.py", "stamp_bench.py"])
+               "certify_bench.py", "stamp_bench.py", "cpu_variants.py",
+               "cpu_profile.py", "cpu_eval.py"])
 def test_bench_entry_points_answer_help(script):
     done = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"],
                           capture_output=True, text=True, cwd=REPO,
@@ -142,3 +143,42 @@ def test_cpu_fair_runs_both_paths_and_writes_its_ratios(tmp_path):
         assert row["engine_R1_s"] > 0 and row["engine_R2_s"] > 0 and row["torch_s"] > 0
         assert row["cost_R1"] == pytest.approx(1.0)
     assert "engine R=2" in done.stdout and "x PyTorch" in done.stdout
+
+
+@pytest.mark.slow
+def test_cpu_fair_end_to_end_times_the_sweep_and_the_peer_on_the_same_models(
+        tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "e2e.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cpu_fair.py"), "--end-to-end",
+         "--data", "sample", "--train-images", "300", "--seeds", "1", "--count", "20",
+         "--epochs", "1", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(out.read_text())["results"]
+    assert set(res) == {"this", "torch"}
+    for path in res.values():
+        assert path["seconds"] > 0
+        # One seed, clean and 20 cats flipped: the same two models both sides.
+        assert set(path["cat"]) == set(path["test"]) == {"0/0", "20/0"}
+        assert all(0 <= v <= 100 for v in (*path["cat"].values(),
+                                           *path["test"].values()))
+    assert "x PyTorch's time" in done.stdout
+
+
+@pytest.mark.slow
+def test_cpu_eval_formulations_agree_on_the_losses(tmp_path):
+    out = tmp_path / "eval.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cpu_eval.py"), "--replicas", "2",
+         "--images", "1000", "--rounds", "1", "--json", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res) >= {"before", "after"}
+    for row in res.values():
+        # The same models on the same images: only the summation order differs.
+        assert row["loss_rel_gap"] < 1e-5 and row["ms_per_replica_image"] > 0

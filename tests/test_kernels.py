@@ -190,15 +190,15 @@ def test_auto_is_the_formulation_choose_picks_on_this_backend():
         assert program("auto") != program(other)
 
 
-def test_choose_cpu_conv_rule():
-    # The measured CPU rule: im2col everywhere, because XLA:CPU's own
-    # convolution is ~40x slower inside the engine's epoch loop (see select.py).
-    assert choose("conv", backend="cpu", replicas=4, channels=3) == "im2col"
-    assert choose("conv", backend="cpu", replicas=4, channels=32) == "im2col"
-    assert choose("conv", backend="cpu", replicas=8, channels=64) == "im2col"
-    assert choose("conv", backend="cpu", replicas=9, channels=64) == "im2col"
-    assert choose("conv", backend="cpu") == "im2col"
+def test_choose_cpu_rule():
+    # The measured CPU rule (select.py): XLA's own convolution with the
+    # canonical backward pass of kernels.conv_native, every layer and R, and the
+    # replicas one after another inside the compiled step.
+    for r, c in ((4, 3), (4, 32), (8, 64), (9, 64), (None, None)):
+        assert choose("conv", backend="cpu", replicas=r, channels=c) == "native"
+    assert choose("replicas", backend="cpu") == "sequential"
     assert choose("conv", backend="cuda", replicas=4, channels=3) == "vmap"
+    assert choose("replicas", backend="cuda") == "batched"
 
 
 def test_unknown_names_are_one_line_errors():

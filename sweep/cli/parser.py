@@ -134,7 +134,7 @@ def run_parser() -> Parser:
         "replicas trained in one compiled step (default: as many as fit in "
         "device memory; smaller chunks are tried if memory runs out)"))
     e.add_argument("--kernel", default="auto", help=(
-        "conv formulation: auto (chosen per backend), vmap or im2col"))
+        "conv formulation: auto (chosen per backend), vmap, im2col or native"))
     e.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="compute dtype (parameters stay float32)")
     e.add_argument("--devices", type=int, default=None, help=(

@@ -19,6 +19,12 @@ Modules, bottom up:
 """
 
 from sweep.engine.batches import epoch_batches, isolated_batches, subset_batches
+from sweep.engine.evaluation import (
+    make_evaluate,
+    make_log_probs,
+    make_predict,
+    pad_eval_set,
+)
 from sweep.engine.simple_cnn import SIMPLE_CNN
 from sweep.engine.spec import (
     EpochMetrics,
@@ -41,13 +47,9 @@ from sweep.engine.trainer import (
     TICKS_PER_EPOCH,
     Engine,
     SubsetEngine,
-    make_evaluate,
     make_isolated_epoch,
-    make_log_probs,
-    make_predict,
     make_subset_epoch,
     make_train_epoch,
-    pad_eval_set,
     time_single_step,
 )
 from sweep.engine.triggers import Trigger

@@ -76,17 +76,19 @@ def apply(
 
     Args:
       params: from `init` (or stacked inits, for batched layers).
-      images: float (B, 32, 32, 3), or (R, B, 32, 32, 3) for batched layers.
+      images: float (B, 32, 32, 3), or (R, B, 32, 32, 3) for batched layers,
+        or (1, B, 32, 32, 3): one batch all R replicas read.
       layers: `single_layers()` or `batched_layers(...)`.
       dropout: drop rate after fc1; used only when `dropout_key` is given.
       dropout_key: None for evaluation; a key (or (R,) keys) for training.
     Returns:
-      logits (B, 10), or (R, B, 10).
+      logits (B, 10), or (R, B, 10), float32 (with bfloat16 layers too: the
+      loss and the class are taken in float32, as under torch's autocast).
     """
     x = embed(params, images, layers=layers)
     if dropout_key is not None and dropout > 0:
         x = layers.dropout(x, dropout, dropout_key)
-    return layers.dense(x, **params["fc2"])
+    return layers.dense(x, **params["fc2"]).astype(jnp.float32)
 
 
 def embed(params: Params, images: jax.Array, *, layers: Layers) -> jax.Array:
@@ -137,12 +139,21 @@ def single_layers() -> Layers:
 
 
 def batched_layers(impl: str = "auto", compute_dtype: str = "float32") -> Layers:
-    """Replica-batched layers from `kernels/`: every array has a leading axis R."""
+    """Replica-batched layers from `kernels/`: every array has a leading axis R.
+
+    compute_dtype "bfloat16" is mixed precision as torch's CPU autocast does it:
+    products in bfloat16, sums in float32, every layer's output (the
+    activations between layers) rounded to bfloat16; the parameters, their
+    gradients and the optimizer stay float32 (the kernels cast the weights).
+    """
     dtype = jnp.dtype(compute_dtype)
+    out = None if dtype == jnp.float32 else dtype  # float32: as the input
     return Layers(
-        conv=lambda x, w, b: kconv.conv3x3(x, w, b, impl=impl, compute_dtype=dtype),
+        conv=lambda x, w, b: kconv.conv3x3(x, w, b, impl=impl, compute_dtype=dtype,
+                                           out_dtype=out),
         pool=lambda x: kpool.maxpool2(x),
-        dense=lambda x, w, b: kdense.dense(x, w, b, compute_dtype=dtype),
+        dense=lambda x, w, b: kdense.dense(x, w, b, compute_dtype=dtype,
+                                           out_dtype=out),
         dropout=jax.vmap(_dropout_one, in_axes=(0, None, 0)),
     )
 
@@ -166,4 +177,5 @@ SIMPLE_CNN = ModelSpec(
     loss=optax.softmax_cross_entropy_with_integer_labels,
     predict=lambda logits: logits.argmax(-1),
     optimizer=reference_adam,
+    shares_input=True,
 )

@@ -56,6 +56,9 @@ class ModelSpec(NamedTuple):
     loss: Callable  # (logits (R, B, L), labels (R, B) int) -> (R, B) per example
     predict: Callable  # logits (R, B, L) -> (R, B) class ids
     optimizer: Callable  # (lr) -> optax.GradientTransformation
+    # apply also takes inputs with a replica axis of 1, one input that every
+    # replica reads (evaluation's test batch), and saves work on it.
+    shares_input: bool = False
 
 
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kernels import replica_map
 from sweep.engine import optim
 from sweep.engine.simple_cnn import SIMPLE_CNN
 from sweep.engine.spec import ModelSpec, Recipe, TrainState
@@ -63,7 +64,8 @@ def keep_inactive(active: jax.Array, new, old):
 
 
 def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
-                    per_example: bool = False, isolated: bool = False):
+                    per_example: bool = False, isolated: bool = False,
+                    replicas: str = "auto"):
     """`(state, images, labels, dropout_keys, idx, mask[, stamps, trigger]) ->
     (state, (loss, correct))`.
 
@@ -81,6 +83,9 @@ def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
     With `stamps` (`spec.Stamps`) and a `triggers.Trigger`, the batch is
     gathered and stamped per replica (a trigger backdoor); without them the
     step is exactly the label-flip sweep's.
+
+    `replicas`: how the forward and backward passes run the replica axis
+    (`replica_grads`); the optimizer updates all replicas at once either way.
     """
     apply = spec.make_apply(recipe)
     tx = optimizer(recipe, spec, own_counts=isolated)
@@ -88,13 +93,19 @@ def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
     def loss_fn(params, x, y, mask, dropout_keys):
         logits = apply(params, x, dropout=recipe.dropout, dropout_key=dropout_keys)
         ce = spec.loss(logits, y)  # (R, B)
+        m = mask[None] if mask.ndim == 1 else mask  # (1 or R, B)
+        loss_sum = (ce * m).sum(-1)  # (R,)
         # Each replica's loss is its own batch mean; summing over replicas keeps
-        # their gradients separate because no parameter is shared.
-        if mask.ndim == 1:
-            per_replica = (ce * mask[None]).sum(-1) / mask.sum()
-        else:  # (R, B), per-replica subsets; an all-padding batch adds 0
-            per_replica = (ce * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
-        return per_replica.sum(), (ce, logits)
+        # their gradients separate because no parameter is shared. An
+        # all-padding batch (per-replica subsets) adds 0.
+        per_replica = loss_sum / jnp.maximum(m.sum(-1), 1.0)
+        # The batch's sums are taken here, inside whatever runs one replica at a
+        # time (`replica_grads`), so their summation order never depends on R.
+        correct = ((spec.predict(logits) == y) * m).sum(-1)
+        extra = margins(logits, y) if per_example else None
+        return per_replica.sum(), (loss_sum, correct, extra)
+
+    grad_fn = replica_grads(jax.grad(loss_fn, has_aux=True), replicas)
 
     def train_step(state, images, labels, dropout_keys, idx, mask, stamps=None,
                    trigger=None):
@@ -109,21 +120,34 @@ def make_train_step(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN, *,
         else:
             keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(dropout_keys,
                                                                    state.step)
-        grads, (ce, logits) = jax.grad(loss_fn, has_aux=True)(
-            state.params, x, y, mask, keys
-        )
+        grads, (loss_sum, correct, extra) = grad_fn(state.params, x, y, mask, keys)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         if isolated:
             active = mask.sum(-1) > 0  # (R,) replicas with a real example
             params = keep_inactive(active, params, state.params)
             opt_state = keep_inactive(active, opt_state, state.opt_state)
-        m = mask[None] if mask.ndim == 1 else mask
-        loss_sum = (ce * m).sum(-1)
-        correct = ((spec.predict(logits) == y) * m).sum(-1)
+        new = TrainState(params, opt_state, state.step + 1)
         if per_example:
-            return TrainState(params, opt_state, state.step + 1), (
-                loss_sum, correct, margins(logits, y))
-        return TrainState(params, opt_state, state.step + 1), (loss_sum, correct)
+            return new, (loss_sum, correct, extra)
+        return new, (loss_sum, correct)
 
     return train_step
+
+
+def replica_grads(grad_fn, replicas: str = "auto"):
+    """`grad_fn(params, x, y, mask, keys)` over all replicas at once, or one after
+    another (``kernels.replica_map``; "auto": ``kernels.select``'s choice).
+
+    One at a time, each replica's forward and backward pass sees arrays with a
+    replica axis of 1 and the same batch mask (or its own row of an (R, B)
+    mask); its loss is its own batch mean either way, so its gradients are the
+    ones the batched pass computes, up to the order XLA sums them in.
+    """
+    run = replica_map.over_replicas(grad_fn, impl=replicas)
+
+    def grads(params, x, y, mask, keys):
+        shared = (3,) if mask.ndim == 1 else ()
+        return run(params, x, y, mask, keys, shared=shared)
+
+    return grads

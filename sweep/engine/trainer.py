@@ -17,9 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels import invariance
-from sweep.engine import simple_cnn, triggers
+from kernels import invariance, replica_map
+from sweep.engine import triggers
 from sweep.engine.batches import epoch_batches, isolated_batches, subset_batches
+from sweep.engine.evaluation import (
+    make_evaluate,
+    make_log_probs,
+    make_predict,
+    pad_eval_set,
+)
 from sweep.engine.sharding import ReplicaSharding
 from sweep.engine.simple_cnn import SIMPLE_CNN
 from sweep.engine.spec import (
@@ -39,7 +45,8 @@ from sweep.engine.triggers import Trigger
 TICKS_PER_EPOCH = 20
 
 
-def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN):
+def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN, *,
+                     replicas: str = "auto"):
     """A jitted `(state, images, labels, keys, epoch[, stamps, trigger]) ->
     (state, loss, correct)`.
 
@@ -50,19 +57,21 @@ def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN):
     is the label-flip sweep's, unchanged.
     `tick(steps_done)`, if given, is called from inside the compiled epoch about
     TICKS_PER_EPOCH times, so a progress bar moves during a minutes-long epoch;
-    it only observes, so results are the same with or without it.
+    it only observes, so results are the same with or without it. `replicas`:
+    all at once or one after another (`sweep.engine.step.replica_grads`).
     """
-    train_step = make_train_step(recipe, spec)
+    train_step = make_train_step(recipe, spec, replicas=replicas)
     s = recipe.steps_per_epoch
     every = max(1, s // TICKS_PER_EPOCH)
 
     def train_epoch(state, images, labels, keys, epoch, stamps=None, trigger=None):
         indices, mask = epoch_batches(recipe, keys.shuffle, epoch)
 
-        def body(state, batch):
+        def body(carry, batch):
+            state, sums = carry
             idx, m, i = batch
-            out = train_step(state, images, labels, keys.dropout, idx, m, stamps,
-                             trigger)
+            state, out = train_step(state, images, labels, keys.dropout, idx, m,
+                                    stamps, trigger)
             if tick is not None:
                 jax.lax.cond(
                     (i + 1) % every == 0,
@@ -70,17 +79,38 @@ def make_train_epoch(recipe: Recipe, tick=None, spec: ModelSpec = SIMPLE_CNN):
                     lambda i: None,
                     i,
                 )
-            return out
+            return (state, add_sums(sums, out)), None
 
         xs = (indices, mask, jnp.arange(s, dtype=jnp.int32))
-        state, (loss_sum, correct) = jax.lax.scan(body, state, xs)
-        return state, loss_sum.sum(0), correct.sum(0)
+        (state, (loss_sum, correct)), _ = jax.lax.scan(
+            body, (state, zero_sums(labels.shape[0])), xs)
+        return state, loss_sum, correct
 
     donate = () if jax.default_backend() == "cpu" else (0,)
-    return invariance.jit(train_epoch, donate_argnums=donate)
+    return invariance.jit(train_epoch, donate_argnums=donate,
+                          one_at_a_time=one_at_a_time(replicas))
 
 
-def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None):
+def one_at_a_time(replicas: str) -> bool:
+    """Whether `replicas` ("auto" resolved by `kernels.select`) trains the
+    replicas one after another inside the compiled step."""
+    return replica_map.resolve(replicas) == "sequential"
+
+
+def zero_sums(r: int) -> tuple[jax.Array, jax.Array]:
+    """An epoch's running (loss sum, correct count) per replica, at zero."""
+    return jnp.zeros((r,), jnp.float32), jnp.zeros((r,), jnp.float32)
+
+
+def add_sums(sums, step_out) -> tuple[jax.Array, jax.Array]:
+    """`sums` plus one step's (loss sum (R,), correct (R,)): carried through the
+    epoch's scan step by step, an elementwise add, rather than a reduction over
+    the stacked steps that XLA could split differently for another R."""
+    return sums[0] + step_out[0], sums[1] + step_out[1]
+
+
+def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None,
+                      replicas: str = "auto"):
     """A jitted `(state, images, labels, keys, subsets, epoch[, stamps, trigger])
     -> (state, loss, correct, margin_sum)`: one epoch where each replica trains
     on its own subset (stamps and trigger as in `make_train_epoch`).
@@ -92,7 +122,8 @@ def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None
     the compiled epoch; else margin_sum is None. Without subsets use
     `make_train_epoch`, which this leaves untouched.
     """
-    train_step = make_train_step(recipe, per_example=record_margins)
+    train_step = make_train_step(recipe, per_example=record_margins,
+                                 replicas=replicas)
 
     def train_epoch(state, images, labels, keys, subsets, epoch, stamps=None,
                     trigger=None):
@@ -103,7 +134,7 @@ def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None
         rows = jnp.arange(r)[:, None]  # (R, 1)
 
         def body(carry, batch):
-            state, margin_sum = carry
+            state, sums, margin_sum = carry
             idx, m, i = batch
             state, out = train_step(state, images, labels, keys.dropout, idx, m,
                                     stamps, trigger)
@@ -116,20 +147,20 @@ def make_subset_epoch(recipe: Recipe, *, record_margins: bool = False, tick=None
                     lambda i: None,
                     i,
                 )
-            return (state, margin_sum), out[:2]
+            return (state, add_sums(sums, out), margin_sum), None
 
         margin0 = jnp.zeros((r, n) if record_margins else (r, 0), jnp.float32)
         xs = (indices, mask, jnp.arange(s, dtype=jnp.int32))
-        (state, margin_sum), (loss_sum, correct) = jax.lax.scan(
-            body, (state, margin0), xs)
-        return state, loss_sum.sum(0), correct.sum(0), (
-            margin_sum if record_margins else None)
+        (state, (loss_sum, correct), margin_sum), _ = jax.lax.scan(
+            body, (state, zero_sums(r), margin0), xs)
+        return state, loss_sum, correct, (margin_sum if record_margins else None)
 
     donate = () if jax.default_backend() == "cpu" else (0,)
-    return invariance.jit(train_epoch, donate_argnums=donate)
+    return invariance.jit(train_epoch, donate_argnums=donate,
+                          one_at_a_time=one_at_a_time(replicas))
 
 
-def make_isolated_epoch(recipe: Recipe, *, tick=None):
+def make_isolated_epoch(recipe: Recipe, *, tick=None, replicas: str = "auto"):
     """A jitted `(state, images, labels, keys, subsets, epoch) -> (state, loss,
     correct, None)`: one epoch where each replica trains on its own subset, as a
     function of that subset alone.
@@ -144,7 +175,7 @@ def make_isolated_epoch(recipe: Recipe, *, tick=None):
     change a replica's bits: a replica trained alone, or beside any others,
     ends the same. The state must come from `init_state(own_counts=True)`.
     """
-    train_step = make_train_step(recipe, isolated=True)
+    train_step = make_train_step(recipe, isolated=True, replicas=replicas)
 
     def train_epoch(state, images, labels, keys, subsets, epoch):
         indices, mask = isolated_batches(recipe.batch_size, keys.shuffle, epoch,
@@ -154,7 +185,8 @@ def make_isolated_epoch(recipe: Recipe, *, tick=None):
         fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
         epoch_keys = fold(keys.dropout, epoch)  # (R,)
 
-        def body(state, batch):
+        def body(carry, batch):
+            state, sums = carry
             idx, m, i = batch
             state, out = train_step(state, images, labels, fold(epoch_keys, i), idx,
                                     m)
@@ -165,108 +197,16 @@ def make_isolated_epoch(recipe: Recipe, *, tick=None):
                     lambda i: None,
                     i,
                 )
-            return state, out
+            return (state, add_sums(sums, out)), None
 
         xs = (indices, mask, jnp.arange(s, dtype=jnp.int32))
-        state, (loss_sum, correct) = jax.lax.scan(body, state, xs)
-        return state, loss_sum.sum(0), correct.sum(0), None
+        (state, (loss_sum, correct)), _ = jax.lax.scan(
+            body, (state, zero_sums(labels.shape[0])), xs)
+        return state, loss_sum, correct, None
 
     donate = () if jax.default_backend() == "cpu" else (0,)
-    return invariance.jit(train_epoch, donate_argnums=donate)
-
-
-def make_log_probs(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
-    """A jitted `(params, images) -> log_probs (R, N, K)` over whole eval batches
-    (see `pad_eval_set`), compiled under `kernels.invariance`: a replica's
-    outputs do not depend on the others in its chunk."""
-    apply = spec.make_apply(recipe)
-
-    def log_probs(params, images):
-        r = jax.tree.leaves(params)[0].shape[0]
-        xs = images.reshape(-1, recipe.eval_batch_size, *images.shape[1:])
-
-        def body(_, x_u8):
-            x = jnp.broadcast_to(spec.prepare(x_u8), (r, *x_u8.shape))
-            return None, jax.nn.log_softmax(apply(params, x))  # (R, EB, K)
-
-        _, out = jax.lax.scan(body, None, xs)  # (NB, R, EB, K)
-        return out.transpose(1, 0, 2, 3).reshape(r, -1, out.shape[-1])
-
-    return invariance.jit(log_probs)
-
-
-def make_predict(recipe: Recipe):
-    """A jitted `(params, images) -> (log_probs (R, N, K), features (R, N, 512))`.
-
-    images: uint8, padded to whole eval batches (see `pad_eval_set`). Features
-    are the penultimate activations (`simple_cnn.embed`), for feature-space detectors.
-    """
-    layers = simple_cnn.batched_layers(recipe.kernel, recipe.compute_dtype)
-
-    def predict(params, images):
-        r = jax.tree.leaves(params)[0].shape[0]
-        xs = images.reshape(-1, recipe.eval_batch_size, *images.shape[1:])
-
-        def body(_, x_u8):
-            x = jnp.broadcast_to(simple_cnn.normalize(x_u8), (r, *x_u8.shape))
-            feats = simple_cnn.embed(params, x, layers=layers)  # (R, EB, 512)
-            logits = layers.dense(feats, **params["fc2"])
-            return None, (jax.nn.log_softmax(logits), feats)
-
-        _, (logp, feats) = jax.lax.scan(body, None, xs)  # (NB, R, EB, .)
-        logp = logp.transpose(1, 0, 2, 3).reshape(r, -1, logp.shape[-1])
-        feats = feats.transpose(1, 0, 2, 3).reshape(r, -1, feats.shape[-1])
-        return logp, feats
-
-    return invariance.jit(predict)
-
-
-def make_evaluate(recipe: Recipe, spec: ModelSpec = SIMPLE_CNN):
-    """A jitted `(params, images, labels) -> (loss_sum (R,), confusion (R, K, K))`.
-
-    images/labels: the test set padded to a multiple of the eval batch, with
-    label -1 on the padding (see `pad_eval_set`).
-    """
-    apply = spec.make_apply(recipe)
-    k = recipe.n_classes
-
-    def evaluate(params, images, labels):
-        r = jax.tree.leaves(params)[0].shape[0]
-        eb = recipe.eval_batch_size
-        xs = images.reshape(-1, eb, *images.shape[1:])
-        ys = labels.reshape(-1, eb)
-
-        def body(carry, batch):
-            loss_sum, confusion = carry
-            x_u8, y = batch
-            x = jnp.broadcast_to(spec.prepare(x_u8), (r, *x_u8.shape))
-            logits = apply(params, x)  # (R, EB, L)
-            valid = y >= 0
-            y_r = jnp.broadcast_to(jnp.where(valid, y, 0), (r, eb))
-            ce = spec.loss(logits, y_r)
-            loss_sum = loss_sum + (ce * valid[None]).sum(-1)
-            # Float counts: integer matmuls are slow or missing on accelerators,
-            # and f32 holds whole numbers exactly far past any test set size.
-            pred = jax.nn.one_hot(spec.predict(logits), k, dtype=jnp.float32)
-            true = jax.nn.one_hot(y, k, dtype=jnp.float32)  # -1 -> all zeros
-            confusion = confusion + jnp.einsum("bi,rbj->rij", true, pred)
-            return (loss_sum, confusion), None
-
-        init = (jnp.zeros((r,), jnp.float32), jnp.zeros((r, k, k), jnp.float32))
-        (loss_sum, confusion), _ = jax.lax.scan(body, init, (xs, ys))
-        return loss_sum, confusion.astype(jnp.int32)
-
-    return invariance.jit(evaluate)
-
-
-def pad_eval_set(
-    images: np.ndarray, labels: np.ndarray, eval_batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pad the test set to whole eval batches; padded rows get label -1."""
-    pad = -len(labels) % eval_batch_size
-    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-    labels = np.concatenate([labels.astype(np.int32), np.full(pad, -1, np.int32)])
-    return images, labels
+    return invariance.jit(train_epoch, donate_argnums=donate,
+                          one_at_a_time=one_at_a_time(replicas))
 
 
 class Engine:
@@ -559,7 +499,7 @@ class SubsetEngine(Engine):
 
 def time_single_step(recipe: Recipe, train_images: jax.Array, repeats: int = 3) -> float:
     """Seconds one replica's train step takes here (median, after a warm-up)."""
-    step = invariance.jit(make_train_step(recipe))
+    step = invariance.jit(make_train_step(recipe), one_at_a_time=one_at_a_time("auto"))
     keys = replica_keys(np.zeros(1), np.zeros(1))
     state = init_state(recipe, keys.init)
     labels = jnp.zeros((1, recipe.n_train), jnp.int32)
