@@ -162,3 +162,16 @@ def test_help_explains_every_option():
                    "--replicas-per-step", "--out", "--resume", "--report",
                    "--mlflow"):
         assert option in shown.stdout, option
+
+
+def test_a_clean_only_sweep_says_there_is_nothing_to_compare(tmp_path):
+    # --counts 0 trains the clean replicas only (a baseline): their results are
+    # written and the summary says in one line why it shows no deltas.
+    out = tmp_path / "clean"
+    done = sweep_cli("--data", "sample", "--train-size", "100", "--test-size", "100",
+                     "--counts", "0", "--seeds", "2", "--epochs", "1", "--out",
+                     str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "no poisoned count in this sweep (--counts 0)" in done.stdout
+    m = pd.read_parquet(out / "metrics.parquet")
+    assert set(m["count"]) == {0} and set(m["seed"]) == {0, 1}

@@ -26,6 +26,11 @@ def print_summary(out: Path) -> None:
     if "attack" in manifest:
         print_backdoor_summary(out, manifest)
         return
+    if summary.empty:  # --counts 0: clean replicas only, no twin to compare
+        print("\nno poisoned count in this sweep (--counts 0): no deltas to show; "
+              "the clean replicas' accuracies are in metrics.parquet")
+        print(f"\nresults: {out}/ (metrics.parquet, summary.parquet, manifest.json)")
+        return
     names = manifest["class_names"]
     src, tgt = names[manifest["source_id"]], names[manifest["target_id"]]
     level = (
