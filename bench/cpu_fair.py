@@ -280,9 +280,14 @@ def end_to_end(args, host: dict) -> int:
     for item in args.engines.split(","):
         name, _, path = item.partition("=")
         engines[name] = REPO if name == "this" and not path else Path(path).resolve()
-    results = {name: engine_end_to_end(repo, args.data, args)
-               for name, repo in engines.items()}
+    results = {}
+    for name, repo in engines.items():
+        results[name] = engine_end_to_end(repo, args.data, args)
+        # Each path's result is kept as it lands: a later path's failure (the
+        # peer's install, say) must not cost the minutes already spent.
+        write_end_to_end(args, host, engines, results)
     results["torch"] = torch_end_to_end(args.data, args)
+    write_end_to_end(args, host, engines, results)
     t = results["torch"]["seconds"]
     print(f"\nend to end, {len(arms(args.count)) * args.seeds} models ({args.seeds} "
           f"seeds x counts {arms(args.count)}, --selection first), {args.epochs} "
@@ -292,14 +297,18 @@ def end_to_end(args, host: dict) -> int:
                  else f", {res['seconds'] / t:.2f}x PyTorch's time")
         print(f"  {name}: {res['seconds']:.0f} s{ratio}; "
               f"{accuracy_line(res, args.count)}")
+    print(f"({args.json})")
+    return 0
+
+
+def write_end_to_end(args, host: dict, engines: dict, results: dict) -> None:
+    """The end-to-end run's JSON, with the paths finished so far."""
     Path(args.json).write_text(json.dumps(
         {"host": {**host, "load_average_end": os.getloadavg()}, "mode": "end-to-end",
          "args": {k: getattr(args, k) for k in ("seeds", "count", "epochs",
                                                  "train_images", "threads")},
          "engines": {k: str(v) for k, v in engines.items()}, "results": results},
         indent=2) + "\n")
-    print(f"({args.json})")
-    return 0
 
 
 def median(v: list[float]) -> float:
